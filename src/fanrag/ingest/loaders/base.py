@@ -1,0 +1,34 @@
+"""Loader protocol. A loader turns one source file into Documents; the format is chosen by sniffing
+the content first and the extension second (a .txt that is really a PDF loads as a PDF; binary junk
+named .txt is refused). Loaders are pure functions of (path, options): they run in worker processes.
+
+Large sources fan out: ``units(path)`` says how many pages (PDF) or entries (JSONL) a source has, and
+``load(path, part=Part(start, stop))`` loads only units [start, stop). Merging parts in ``start`` order
+gives the same documents as loading the whole source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """Units [start, stop) of a source: 0-based pages of a PDF, or 0-based lines of a JSONL file."""
+
+    start: int
+    stop: int
+
+
+class Loader(Protocol):
+    name: str  # "pdf", "html", "markdown", "text", "docx", "jsonl"
+    splittable: bool  # whether ``units``/``part`` fan-out applies
+
+    def units(self, path: Path, *, password: str | None = None) -> int:
+        """Pages (PDF) or entries (JSONL); 1 for formats that do not split."""
+
+    def load(self, path: Path, *, uri: str, part: Part | None = None,
+             password: str | None = None) -> list:  # list[Document]
+        """Load the source (or one part of it). Raises a LoadError subclass naming the file."""

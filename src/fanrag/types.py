@@ -1,0 +1,80 @@
+"""The data that flows through fanrag: frozen, typed, cheap to pickle between processes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ids import chunk_id as _chunk_id
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a loaded document. ``number`` is 1-based; ``offset`` is where the page's text starts
+    in the document's full text (pages are joined with a blank line)."""
+
+    number: int
+    text: str
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A loaded document. ``doc_id`` comes from ``uri``; ``content_hash`` changes when the content does.
+
+    ``source`` is the file the document came from (several documents can share one source: a JSONL
+    collection). ``pages`` is empty for formats without pages; then ``text`` is the whole content.
+    """
+
+    doc_id: str
+    uri: str
+    source: str
+    content_hash: str
+    text: str
+    title: str = ""
+    mime: str = "text/plain"
+    pages: tuple[Page, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def n_pages(self) -> int:
+        return len(self.pages)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a document that is embedded and indexed.
+
+    ``char_start``/``char_end`` are offsets into the document's full text; ``page_start``/``page_end``
+    are 1-based page numbers (0 when the format has no pages). ``entities`` is filled by the graph
+    extractor during ingestion.
+    """
+
+    chunk_id: str
+    doc_id: str
+    position: int
+    text: str
+    char_start: int
+    char_end: int
+    page_start: int = 0
+    page_end: int = 0
+    n_tokens: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    entities: tuple[tuple[str, str], ...] = ()  # (normalised name, label)
+
+    @classmethod
+    def make(cls, doc_id: str, position: int, text: str, **kw: Any) -> Chunk:
+        return cls(chunk_id=_chunk_id(doc_id, position, text), doc_id=doc_id, position=position, text=text, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One retrieved chunk, with the score of whichever stage produced it."""
+
+    chunk_id: str
+    score: float
+    doc_id: str = ""
+    text: str = ""
+    source: str = ""
+    page: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
