@@ -1,0 +1,120 @@
+"""``fanrag ingest`` and ``fanrag status``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from ..engine import Engine
+from ..ingest.summary import IngestSummary
+from .options import home_option, json_option
+
+
+class _RichProgress:
+    """Live line on stderr: documents, pages, chunks/s, ETA (by parts, the unit of scheduled work)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._p = Progress(TextColumn("[bold]ingest"), BarColumn(), TextColumn("{task.completed}/{task.total} parts"),
+                           TextColumn("{task.fields[docs]} docs · {task.fields[pages]} pages · "
+                                      "{task.fields[rate]:.0f} chunks/s"),
+                           TimeElapsedColumn(), TimeRemainingColumn(),
+                           console=_stderr_console(), transient=True)
+        self._task = self._p.add_task("ingest", total=0, docs=0, pages=0, rate=0.0)
+        self._t0 = time.perf_counter()
+        self._docs = self._pages = self._chunks = self._total = 0
+
+    def __enter__(self) -> _RichProgress:
+        self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._p.__exit__(*exc)
+
+    def _update(self, advance: int = 0) -> None:
+        rate = self._chunks / max(time.perf_counter() - self._t0, 1e-6)
+        self._p.update(self._task, advance=advance, total=self._total, docs=self._docs, pages=self._pages,
+                       rate=rate)
+
+    def planned(self, parts: int) -> None:
+        self._total += parts
+        self._update()
+
+    def part_done(self, pages: int, failed: int) -> None:
+        self._pages += pages
+        self._update(advance=1)
+
+    def committed(self, docs: int, chunks: int) -> None:
+        self._docs += docs
+        self._chunks += chunks
+        self._update()
+
+    def unchanged(self, docs: int) -> None:
+        self._docs += docs
+        self._update()
+
+
+def _stderr_console():  # noqa: ANN202
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@home_option
+@click.option("--workers", type=int, default=None, help="Load/chunk processes (default: number of cores).")
+@click.option("--prune", is_flag=True, help="Also remove documents whose source file is gone.")
+@click.option("--password", default=None, help="Password for encrypted PDFs.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@json_option
+def ingest(paths: tuple[str, ...], home: str | None, workers: int | None, prune: bool, password: str | None,
+           quiet: bool, as_json: bool) -> None:
+    """Ingest files and directories (PDF, HTML, Markdown, text, DOCX, JSONL collections).
+
+    Unchanged documents are skipped, changed ones replaced in every store; a killed run resumes where
+    it stopped when started again. Exits 1 if any file failed (every good file is still committed).
+    """
+    overrides = {"pipeline": {"workers": workers}} if workers is not None else None
+    with Engine.open(home, overrides=overrides) as engine:
+        show = not quiet and not as_json and sys.stderr.isatty()
+        if show:
+            with _RichProgress() as progress:
+                summary = engine.ingest(list(paths), prune=prune, password=password, progress=progress)
+        else:
+            summary = engine.ingest(list(paths), prune=prune, password=password)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict()))
+    else:
+        _print_summary(summary)
+    sys.exit(summary.exit_code)
+
+
+def _print_summary(s: IngestSummary) -> None:
+    click.echo(f"{s.ok} ingested, {s.unchanged} unchanged, {len(s.failed)} failed, {s.removed} removed "
+               f"from {s.sources} sources: {s.chunks} chunks, {s.pages} pages in {s.wall_s:.1f} s "
+               f"({s.chunks_per_s:.0f} chunks/s)")
+    st = s.stages
+    stores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(st.write_stores.items()))
+    click.echo(f"stages (s): load+chunk {st.load_chunk:.2f} (cpu, all workers), embed {st.embed:.2f}, "
+               f"write {st.write:.2f} [{stores}]")
+    for source, reason in s.failed:
+        click.echo(f"FAILED {source}: {reason}", err=True)
+
+
+@click.command()
+@home_option
+@json_option
+def status(home: str | None, as_json: bool) -> None:
+    """Show what the index holds."""
+    with Engine.open(home, mode="read") as engine:
+        info = engine.status()
+    if as_json:
+        click.echo(json.dumps(info, default=str))
+        return
+    for key, value in info.items():
+        click.echo(f"{key:>16}: {value}")

@@ -1,0 +1,415 @@
+"""The ingestion pipeline: three overlapping stages joined by bounded queues.
+
+    sources ──► [plan + load/validate/chunk]  fan-out over worker processes (executor.map_cpu)
+                     │ PartResult (bounded queue)
+                     ▼
+                [embed]  one consumer; gathers chunks across documents into large, length-sorted batches
+                     │ (Piece, vectors) (bounded queue)
+                     ▼
+                [assemble + write]  merges page ranges in order; per batch: mark pending, then the four
+                                    store writes at once (asyncio.gather over threads), then commit
+
+While batch n embeds, batch n+1 is being chunked and batch n-1 written. Barriers stay per document:
+a document is chunked only after it loaded and validated, embedded only after all its chunks exist,
+and written only after all its vectors exist; it becomes visible only when the metadata store commits
+it, after every other store has acknowledged its writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..embed.base import Embedder
+from ..errors import StoreError
+from ..settings import Settings
+from ..stores import StoreSet
+from ..stores.base import SourceRecord
+from ..types import Chunk, Document
+from .assemble import Assembler, Ready
+from .executor import Executor, WorkerCrashed
+from .jobs import JobSource, PartJob, SourceFile, SourcePlan
+from .summary import IngestSummary, NullProgress, Progress
+from .work import PartResult, Piece, WorkConfig, plan_source, process_part
+
+_DONE = object()  # end-of-stream marker on the queues
+WRITE_RETRIES = 3
+
+
+@dataclass
+class _SourceState:
+    """Book-keeping for one source until all of its documents are committed."""
+
+    src: SourceFile
+    plan: SourcePlan | None = None
+    parts_left: int = 0
+    pending_docs: set[str] = field(default_factory=set)  # produced, not yet committed
+    seen_docs: set[str] = field(default_factory=set)  # every doc id the source holds now
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    committed: int = 0
+    error: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.plan is not None and self.parts_left == 0 and not self.pending_docs
+
+
+class IngestPipeline:
+    def __init__(self, settings: Settings, stores: StoreSet, embedder: Embedder, executor: Executor,
+                 progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.embedder = embedder
+        self.executor = executor
+        self.progress = progress or NullProgress()
+        self.summary = IngestSummary()
+        self._states: dict[str, _SourceState] = {}
+        self._blob_keys: dict[str, str] = {}  # source uri -> blob key, written once per source per run
+        self._finished: set[str] = set()  # sources whose outcome is recorded
+        p = settings.pipeline
+        self._cfg = WorkConfig(
+            tokenizer=embedder.tokenizer_spec(), chunk_size=settings.chunk.size,
+            chunk_overlap=settings.chunk.overlap, chunk_min=settings.chunk.min_size,
+            extractor=settings.stores.entity_extractor, pdf_page_threshold=p.pdf_page_threshold,
+            pages_per_range=p.pages_per_range, jsonl_docs_per_job=p.jsonl_docs_per_job,
+            max_file_bytes=p.max_file_mb << 20)
+
+    # ------------------------------------------------------------------ run
+
+    async def arun(self, source: JobSource, *, prune: bool = False) -> IngestSummary:
+        t0 = time.perf_counter()
+        depth = self.settings.pipeline.queue_depth
+        chunks_q: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth * 4)
+        vectors_q: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._produce(source, chunks_q))
+            tg.create_task(self._embed_stage(chunks_q, vectors_q))
+            tg.create_task(self._write_stage(vectors_q, source))
+        self.summary.missing_paths = list(getattr(source, "missing", []))
+        for path in self.summary.missing_paths:
+            self.summary.failed.append((path, "no such file or directory"))
+        if prune:
+            self.summary.removed += await asyncio.to_thread(self._prune)
+        await asyncio.to_thread(self.stores.vectors.flush)
+        self.summary.wall_s = time.perf_counter() - t0
+        return self.summary
+
+    # ------------------------------------------------------------------ stage 1: plan + load/chunk
+
+    async def _produce(self, source: JobSource, out: asyncio.Queue[Any]) -> None:
+        # Bound the CPU jobs in flight (and so memory): a few per worker keeps every process busy.
+        slots = asyncio.Semaphore(max(2, self.executor.workers * 2))
+        async with asyncio.TaskGroup() as tg:
+            for src in _iterate(source):
+                if src.uri in self._states:  # the same file named twice
+                    continue
+                self.summary.sources += 1
+                state = self._states[src.uri] = _SourceState(src)
+                if self._unchanged_by_stat(src):
+                    self._finish_unchanged(state, source)
+                    continue
+                await slots.acquire()  # backpressure on the walk itself
+                tg.create_task(self._run_source(state, source, slots, out))
+        await out.put(_DONE)
+
+    def _unchanged_by_stat(self, src: SourceFile) -> bool:
+        """Same size and mtime as the committed record: skip without even hashing (like make/rsync)."""
+        rec = self.stores.meta.get_source(src.uri)
+        return bool(rec and rec.status == "committed" and rec.size == src.size and rec.mtime == src.mtime
+                    and src.size > 0)
+
+    async def _run_source(self, state: _SourceState, source: JobSource, slots: asyncio.Semaphore,
+                          out: asyncio.Queue[Any]) -> None:
+        try:
+            t = time.perf_counter()
+            plan = await self._cpu(plan_source, state.src, self._cfg)
+            self.summary.stages.plan += time.perf_counter() - t
+        finally:
+            slots.release()
+        if isinstance(plan, str):
+            return self._fail_source(state, source, plan)
+        rec = self.stores.meta.get_source(state.src.uri)
+        if rec and rec.status == "committed" and rec.content_hash == plan.content_hash:
+            state.plan = plan
+            return self._finish_unchanged(state, source, touch=True)
+        state.plan, state.parts_left = plan, len(plan.parts)
+        known = self.stores.meta.document_hashes(state.src.uri) if plan.format == "jsonl" else {}
+        self.progress.planned(len(plan.parts))
+        async with asyncio.TaskGroup() as tg:
+            for i, part in enumerate(plan.parts):
+                await slots.acquire()
+                tg.create_task(self._run_part(PartJob(plan, i, part, known), slots, out))
+
+    async def _run_part(self, job: PartJob, slots: asyncio.Semaphore, out: asyncio.Queue[Any]) -> None:
+        try:
+            result = await self._cpu(process_part, job, self._cfg)
+        except WorkerCrashed as exc:
+            result = PartResult(job=job, error=f"{job.plan.source.path}: {exc}")
+        finally:
+            slots.release()
+        self.summary.stages.load_chunk += result.seconds
+        await out.put(result)
+
+    async def _cpu(self, fn: Any, *args: Any) -> Any:
+        return await self.executor.map_cpu(fn, *args)
+
+    # ------------------------------------------------------------------ stage 2: embed
+
+    async def _embed_stage(self, inp: asyncio.Queue[Any], out: asyncio.Queue[Any]) -> None:
+        gather = self.settings.embed.gather
+        pending: list[Piece] = []
+        size = 0
+        done = False
+        while not done:
+            item = await inp.get()
+            while True:
+                if item is _DONE:
+                    done = True
+                    break
+                for piece in self._accept(item):
+                    pending.append(piece)
+                    size += len(piece.chunks)
+                if size >= gather:
+                    break
+                try:  # take what is already waiting, without blocking: batches form across documents
+                    item = inp.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+            if pending and (size >= gather or done or inp.empty()):
+                await out.put(await self._embed(pending))
+                pending, size = [], 0
+        await out.put(_DONE)
+
+    def _accept(self, result: PartResult) -> list[Piece]:
+        """Record what a part produced; return the pieces that need embedding."""
+        state = self._states[result.job.plan.source.uri]
+        self.progress.part_done(result.pages, len(result.failures) + bool(result.error))
+        self.summary.pages += result.pages
+        if result.error:
+            state.error = state.error or result.error
+        state.failures.extend(result.failures)
+        state.seen_docs.update(result.unchanged)
+        state.seen_docs.update(_doc_id_of(uri) for uri, _ in result.failures)
+        self.summary.unchanged += len(result.unchanged)
+        if result.unchanged:
+            self.progress.unchanged(len(result.unchanged))
+        for piece in result.pieces:
+            state.seen_docs.add(piece.doc.doc_id)
+            state.pending_docs.add(piece.doc.doc_id)
+        state.parts_left -= 1
+        return result.pieces
+
+    async def _embed(self, pieces: list[Piece]) -> list[tuple[Piece, np.ndarray]]:
+        texts = [c.text for p in pieces for c in p.chunks]
+        t = time.perf_counter()
+        vectors = await self.executor.embed(texts) if texts else np.zeros((0, 0), np.float32)
+        self.summary.stages.embed += time.perf_counter() - t
+        out, i = [], 0
+        for p in pieces:
+            out.append((p, vectors[i:i + len(p.chunks)]))
+            i += len(p.chunks)
+        return out
+
+    # ------------------------------------------------------------------ stage 3: assemble + write
+
+    async def _write_stage(self, inp: asyncio.Queue[Any], source: JobSource) -> None:
+        assembler = Assembler()
+        batch: list[Ready] = []
+        limit = self.settings.pipeline.write_batch
+        while True:
+            item = await inp.get()
+            if item is _DONE:
+                break
+            for piece, vecs in item:
+                ready = assembler.add(piece, vecs)
+                if ready is not None:
+                    batch.append(ready)
+            if sum(len(r.chunks) for r in batch) >= limit or (batch and inp.empty()):
+                await self._write(batch, source)
+                batch = []
+        if batch:
+            await self._write(batch, source)
+        # Sources whose parts failed or produced nothing new still need their outcome recorded. A split
+        # document with a failed range never completes in the assembler: its source fails as a whole.
+        for state in self._states.values():
+            if state.src.uri in self._finished or state.plan is None:
+                continue
+            if state.error or state.finished:
+                self._finish(state, source)
+            else:
+                self._fail_source(state, source, f"{state.src.path}: incomplete (a part did not finish)")
+
+    async def _write(self, batch: list[Ready], source: JobSource) -> None:
+        docs = [r.doc for r in batch]
+        chunks = [c for r in batch for c in r.chunks]
+        vectors = np.concatenate([r.vectors for r in batch if len(r.vectors)]) if chunks else None
+        titles = {d.doc_id: d.title for d in docs}
+        ids = [d.doc_id for d in docs]
+        paths = {d.source: r.piece.plan.source.path for d, r in zip(docs, batch, strict=True)}
+        t = time.perf_counter()
+        for attempt in range(WRITE_RETRIES + 1):
+            try:
+                await self._write_once(docs, ids, chunks, vectors, titles, paths)
+                break
+            except StoreError:
+                if attempt == WRITE_RETRIES:
+                    raise
+                await asyncio.sleep(0.5 * 2 ** attempt)  # a store hiccup: the whole batch again (idempotent)
+        self.summary.stages.write += time.perf_counter() - t
+        self.summary.ok += len(docs)
+        self.summary.chunks += len(chunks)
+        self.progress.committed(len(docs), len(chunks))
+        touched = {}
+        for doc in docs:
+            state = touched[doc.source] = self._states[doc.source]
+            state.pending_docs.discard(doc.doc_id)
+            state.committed += 1
+        for state in touched.values():
+            if state.finished:
+                self._finish(state, source)
+
+    async def _write_once(self, docs: list[Document], ids: list[str], chunks: list[Chunk],
+                          vectors: np.ndarray | None, titles: dict[str, str], paths: dict[str, str]) -> None:
+        s = self.stores
+        await asyncio.to_thread(s.meta.mark_pending, docs)  # a crash from here on leaves a trace to redo
+
+        def timed(name: str, fn: Any, *args: Any) -> Any:
+            async def run() -> Any:
+                t = time.perf_counter()
+                try:
+                    return await asyncio.to_thread(fn, *args)
+                finally:
+                    st = self.summary.stages.write_stores
+                    st[name] = st.get(name, 0.0) + time.perf_counter() - t
+            return run()
+
+        # The four writes are independent: fan out, total = slowest write.
+        results = await asyncio.gather(
+            timed("vectors", _replace, s.vectors, ids, chunks, vectors),
+            timed("keywords", _replace, s.keywords, ids, chunks, titles),
+            timed("graph", _replace, s.graph, ids, chunks),
+            timed("blobs", self._put_blobs, paths),
+        )
+        blob_keys = {d.doc_id: results[3].get(d.source, "") for d in docs}
+        await timed("meta", s.meta.commit, docs, chunks, blob_keys)
+
+    def _put_blobs(self, paths: dict[str, str]) -> dict[str, str]:
+        keys = {}
+        for uri, path in paths.items():
+            if uri not in self._blob_keys:
+                try:
+                    self._blob_keys[uri] = self.stores.blobs.put_file(path)
+                except FileNotFoundError:  # vanished after it was read: the chunks are still good
+                    self._blob_keys[uri] = ""
+            keys[uri] = self._blob_keys[uri]
+        return keys
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _finish_unchanged(self, state: _SourceState, source: JobSource, touch: bool = False) -> None:
+        rec = self.stores.meta.get_source(state.src.uri)
+        n = rec.n_documents if rec else 0
+        self.summary.unchanged += n
+        self.summary.unchanged_sources += 1
+        self.progress.unchanged(n)
+        if touch and rec is not None:  # content same, mtime changed: remember the new stat
+            self.stores.meta.put_source(SourceRecord(
+                uri=rec.uri, content_hash=rec.content_hash, size=state.src.size, mtime=state.src.mtime,
+                status="committed", n_documents=rec.n_documents, updated_at=time.time()))
+        self._finished.add(state.src.uri)
+        source.committed(state.src)
+
+    def _fail_source(self, state: _SourceState, source: JobSource, reason: str) -> None:
+        self.summary.failed.append((state.src.path, _strip_path(reason, state.src.path)))
+        self.stores.meta.mark_failed(state.src.uri, state.src.uri, reason)
+        self.stores.meta.put_source(SourceRecord(
+            uri=state.src.uri, content_hash="", size=state.src.size, mtime=state.src.mtime, status="failed",
+            error=reason, updated_at=time.time()))
+        self._finished.add(state.src.uri)
+        source.failed(state.src, reason)
+
+    def _finish(self, state: _SourceState, source: JobSource) -> None:
+        if state.src.uri in self._finished:
+            return
+        assert state.plan is not None
+        if state.error:
+            return self._fail_source(state, source, state.error)
+        for uri, reason in state.failures:
+            self.summary.failed.append((uri, _strip_path(reason, uri)))
+            self.stores.meta.mark_failed(uri, state.src.uri, reason)
+        # Entries that vanished from a collection file since the last run leave every store.
+        gone = [d for d in self.stores.meta.document_hashes(state.src.uri) if d not in state.seen_docs]
+        if gone:
+            self.summary.removed += delete_everywhere(self.stores, gone)
+        status = "committed" if not state.failures else "partial"
+        self.stores.meta.put_source(SourceRecord(
+            uri=state.src.uri, content_hash=state.plan.content_hash if not state.failures else "",
+            size=state.src.size, mtime=state.src.mtime, status=status,
+            error="; ".join(r for _, r in state.failures[:3]), n_documents=len(state.seen_docs),
+            updated_at=time.time()))
+        self._finished.add(state.src.uri)
+        if state.failures:
+            source.failed(state.src, state.failures[0][1])
+        else:
+            source.committed(state.src)
+
+    def _prune(self) -> int:
+        """Remove documents whose source file is gone."""
+        removed = 0
+        for rec in self.stores.meta.sources():
+            path = _path_of(rec.uri)
+            if path is not None and not path.exists():
+                ids = [d.doc_id for d in self.stores.meta.documents(source=rec.uri)]
+                removed += delete_everywhere(self.stores, ids)
+                self.stores.meta.delete_source(rec.uri)
+        return removed
+
+
+def _replace(store: Any, ids: list[str], chunks: list[Chunk], *extra: Any) -> None:
+    """Delete then write, inside one store: re-ingesting replaces a document's chunks, never adds to them."""
+    store.delete_documents(ids)
+    if chunks:
+        store.add(chunks, *extra)
+
+
+def delete_everywhere(stores: StoreSet, doc_ids: list[str]) -> int:
+    """Remove documents from every store, the metadata store last: a crash midway leaves them listed,
+    and the next delete (or re-ingest) finishes the job."""
+    if not doc_ids:
+        return 0
+    for store in (stores.vectors, stores.keywords, stores.graph):
+        store.delete_documents(doc_ids)
+    return stores.meta.delete_documents(doc_ids)
+
+
+def _iterate(source: JobSource) -> Iterable[SourceFile]:
+    return iter(source)
+
+
+def _doc_id_of(uri: str) -> str:
+    from ..ids import document_id
+
+    return document_id(uri)
+
+
+def _strip_path(reason: str, path: str) -> str:
+    """Reasons usually start with the file's name; the summary prints it once."""
+    for prefix in (f"{path}: ", f"{path}:"):
+        if reason.startswith(prefix):
+            return reason[len(prefix):]
+    return reason
+
+
+def _path_of(uri: str) -> Path | None:
+    if not uri.startswith("file://"):
+        return None
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(uri).path))
+
