@@ -51,6 +51,9 @@ class LoadError(FanragError):
         self.reason = reason
         super().__init__(f"{source}: {reason}")
 
+    def __reduce__(self):  # noqa: ANN204 - rebuild from (source, reason): errors cross process boundaries
+        return (type(self), (self.source, self.reason))
+
 
 class UnsupportedFormat(LoadError):
     pass

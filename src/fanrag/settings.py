@@ -128,6 +128,7 @@ class RetrievalSettings:
     transform: str = "rules"  # rules | llm | none
     prf_terms: int = 8
     prf_docs: int = 5
+    transform_timeout_s: float = 1.5  # transform = llm: falls back to rules after this long
 
     def validate(self) -> None:
         _check(self.rrf_k >= 0, "rrf_k", "must be >= 0")
@@ -141,6 +142,7 @@ class RetrievalSettings:
         _check(1 <= self.top_n <= self.candidates, "top_n", "must be in 1..candidates")
         _check(self.branch_timeout_s > 0, "branch_timeout_s", "must be > 0")
         _check(self.transform in ("rules", "llm", "none"), "transform", "must be one of rules, llm, none")
+        _check(self.transform_timeout_s > 0, "transform_timeout_s", "must be > 0")
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ gives the same documents as loading the whole source.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +33,17 @@ class Loader(Protocol):
     def load(self, path: Path, *, uri: str, part: Part | None = None,
              password: str | None = None) -> list:  # list[Document]
         """Load the source (or one part of it). Raises a LoadError subclass naming the file."""
+
+
+class Documents(list):
+    """A loader's result: the documents, plus ``errors`` for entries that were skipped.
+
+    Only collections (JSONL) fill ``errors``: one bad line must not cost the other 5,000 documents, so
+    the loader returns the good ones and lists each bad one as ``(entry uri, one-line reason naming the
+    file and line)``. A list subclass, so callers that only want documents need not know; it pickles
+    with its ``errors``.
+    """
+
+    def __init__(self, docs: Iterable[Any] = (), errors: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(docs)
+        self.errors: list[tuple[str, str]] = list(errors)

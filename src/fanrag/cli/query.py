@@ -1,0 +1,98 @@
+"""``fanrag query "TEXT"``: answer a question from an index, with sources; ``--explain`` draws the
+fan-out timeline so you can see the branches overlap."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..retrieve import BRANCHES, Retriever
+from ..retrieve.results import QueryResult
+from ..settings import Settings
+from .options import home_option, json_option
+
+BAR_WIDTH = 48
+
+
+def _branches(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``--branches dense,bm25`` or repeated ``--branches dense --branches bm25``."""
+    names = [b.strip() for v in value for b in v.split(",") if b.strip()]
+    bad = [b for b in names if b not in BRANCHES]
+    if bad:
+        raise click.BadParameter(f"unknown branch {bad[0]!r}; choose from {', '.join(BRANCHES)}")
+    return tuple(names) or None
+
+
+@click.command("query")
+@click.argument("text")
+@home_option
+@json_option
+@click.option("--explain", is_flag=True, help="Draw the branch timeline (start/end of each branch).")
+@click.option("--top-n", type=click.IntRange(min=1), default=None, help="Chunks in the final context.")
+@click.option("--branches", multiple=True, callback=_branches, metavar="NAMES",
+              help=f"Comma-separated subset of: {', '.join(BRANCHES)}.")
+@click.option("--no-answer", is_flag=True, help="Retrieve only; do not generate an answer.")
+def query(text: str, home: str | None, as_json: bool, explain: bool, top_n: int | None,
+          branches: tuple[str, ...] | None, no_answer: bool) -> None:
+    """Answer TEXT from the index, citing sources [n]."""
+    settings = Settings.load(home=home)
+    # stream tokens to the terminal only for a model that streams; JSON output stays one object
+    streaming = not as_json and settings.llm.backend != "extractive" and not no_answer
+    on_token = (lambda tok: click.echo(tok, nl=False)) if streaming else None
+    with Retriever.open(settings) as retriever:
+        result = retriever.query(text, branches=branches, top_n=top_n, generate=not no_answer, on_token=on_token)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    if streaming:
+        click.echo()
+    click.echo(render(result, answer=not streaming and not no_answer))
+    if explain:
+        click.echo(timeline(result))
+
+
+def render(result: QueryResult, answer: bool = True) -> str:
+    """The answer, its sources and the retrieved chunks, as plain text."""
+    lines: list[str] = []
+    if answer and result.answer is not None:
+        lines += [result.answer.text, ""]
+    if result.answer is not None and result.answer.citations:
+        lines.append("Sources:")
+        for c in result.answer.citations:
+            lines.append(f"  [{c.n}] {c.source}" + (f", page {c.page}" if c.page else "") + f"  ({c.doc_id})")
+        lines.append("")
+    lines.append(f"Top {len(result.hits)} chunks:")
+    for i, h in enumerate(result.hits, start=1):
+        snippet = " ".join(h.text.split())[:100]
+        where = h.source + (f" p.{h.page}" if h.page else "")
+        lines.append(f"  {i}. {h.score:.4f}  {where}  {snippet}")
+    return "\n".join(lines)
+
+
+def _bar(start: float, end: float, total: float) -> str:
+    scale = BAR_WIDTH / total if total > 0 else 0.0
+    a = min(BAR_WIDTH - 1, int(start * scale))
+    b = max(a + 1, min(BAR_WIDTH, round(end * scale)))
+    return " " * a + "█" * (b - a) + " " * (BAR_WIDTH - b)
+
+
+def timeline(result: QueryResult) -> str:
+    """One bar per stage and branch on a common time axis (ms from the start of the query)."""
+    r = result.retrieval
+    total = result.total_ms
+    fan_start = r.transform_ms
+    rows = [("transform", 0.0, r.transform_ms, "")]
+    rows += [(name, t.start_ms, t.end_ms, t.status) for name, t in r.branches.items()]
+    merge_start = fan_start + r.fanout_ms
+    rows.append(("fuse+fetch", merge_start, merge_start + r.fusion_ms + r.fetch_ms, ""))
+    rerank_start = total - result.generate_ms - result.rerank_ms
+    rows.append(("rerank", rerank_start, rerank_start + result.rerank_ms, str(result.rerank.get("status", ""))))
+    rows.append(("generate", total - result.generate_ms, total, ""))
+    out = [f"timeline, ms (0 .. {total:.1f})"]
+    for name, a, b, status in rows:
+        out.append(f"  {name:<11}|{_bar(a, b, total)}| {a:7.1f} - {b:7.1f}  {status[:60]}")
+    slowest, summed = r.slowest_branch_ms, r.branch_sum_ms
+    out.append(f"  fan-out wall {r.fanout_ms:.1f} ms; slowest branch {slowest:.1f} ms; "
+               f"sum of branches {summed:.1f} ms" + (f" ({summed / r.fanout_ms:.1f}x overlap)" if r.fanout_ms else ""))
+    return "\n".join(out)

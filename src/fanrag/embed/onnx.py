@@ -1,0 +1,107 @@
+"""The default embedder: a sentence-transformers BERT model run by ONNX Runtime, int8 by default.
+
+The model is converted once from its safetensors weights (see ``convert.py``) and cached; afterwards
+creating an embedder costs hashing the weights (~0.2 s for MiniLM) and opening the session. Tokenising
+happens once per ``embed`` call with the Rust ``tokenizers`` library; the encodings are sorted by token
+count and padded per batch to the longest member.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EmbeddingError
+from ..settings import EmbedSettings
+from .base import TokenizerSpec
+from .batching import embed_sorted
+from .convert import ensure_onnx
+from .models import open_model_dir
+
+SPECIAL_TOKENS = 2  # [CLS] and [SEP]
+
+
+class OnnxEmbedder:
+    """Embedder protocol over an ONNX Runtime session whose graph ends in pooling + L2 normalisation."""
+
+    def __init__(self, settings: EmbedSettings) -> None:
+        import onnxruntime as ort
+
+        model = open_model_dir(settings.model)
+        self.max_length = _max_length(settings.max_length, model.max_seq_length)
+        self.batch_size = settings.batch_size
+        self.threads = settings.threads or os.cpu_count() or 1
+        self.name = f"onnx-{'int8' if settings.quantize else 'fp32'}/{model.name}"
+        self.onnx_path: Path = ensure_onnx(model, settings.quantize)
+        self._tokenizer_json = str(model.tokenizer_json)
+        self._tok = _batch_tokenizer(self._tokenizer_json, self.max_length)
+        try:
+            self._session = ort.InferenceSession(str(self.onnx_path), _session_options(ort, self.threads),
+                                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+            raise EmbeddingError(f"ONNX Runtime could not load {self.onnx_path}: {exc}") from exc
+        self.dim = int(self._session.get_outputs()[0].shape[1])
+
+    def tokenizer_spec(self) -> TokenizerSpec:
+        return TokenizerSpec(kind="hf", path=self._tokenizer_json, max_tokens=self.max_length - SPECIAL_TOKENS)
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run(self._tok.encode_batch(list(texts)))
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        # Tokenise once: the encodings give both the sort key and the model input.
+        encodings = self._tok.encode_batch(list(texts)) if texts else []
+        return embed_sorted(self._run, encodings, self.batch_size, [len(e.ids) for e in encodings], self.dim)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_batch([text])[0]
+
+    def close(self) -> None:
+        self._session = None
+
+    def _run(self, encodings: Sequence) -> np.ndarray:  # Sequence[tokenizers.Encoding]
+        if self._session is None:
+            raise EmbeddingError(f"{self.name}: embedder is closed")
+        if not encodings:
+            return np.zeros((0, self.dim), np.float32)
+        ids, mask = _pad(encodings)
+        return self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+def _max_length(configured: int, model_max: int) -> int:
+    # The model was trained up to model_max tokens; longer inputs would need position embeddings it lacks
+    # or never learned. sentence-transformers applies the same cap.
+    return min(configured, model_max)
+
+
+def _batch_tokenizer(path: str, max_length: int):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(path)
+    # tokenizer.json files often carry their own truncation/padding (MiniLM's: fixed 128); replace both.
+    tok.enable_truncation(max_length)
+    tok.no_padding()
+    return tok
+
+
+def _pad(encodings: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad to the longest encoding; pad ids are 0 and masked out of attention and pooling."""
+    longest = max(len(e.ids) for e in encodings)
+    ids = np.zeros((len(encodings), longest), np.int64)
+    mask = np.zeros((len(encodings), longest), np.int64)
+    for row, e in enumerate(encodings):
+        ids[row, :len(e.ids)] = e.ids
+        mask[row, :len(e.ids)] = 1
+    return ids, mask
+
+
+def _session_options(ort, threads: int):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1  # the graph is a chain; parallelism is inside each MatMul
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts

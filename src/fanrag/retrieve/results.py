@@ -1,0 +1,133 @@
+"""What retrieval and querying return. ``QueryResult.to_dict`` is the JSON shape of ``fanrag query --json``
+and of ``POST /query``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..stores.base import ScoredId
+from ..types import Hit
+from .fusion import rrf
+from .generate import Answer
+from .transform import TransformResult
+
+STATUS_OK = "ok"
+STATUS_TIMEOUT = "timeout"
+
+
+def doc_of(chunk_id: str) -> str:
+    """The document id inside a chunk id (``{doc_id}-{position}-{hash}``, see ``fanrag.ids.chunk_id``)."""
+    return chunk_id.rsplit("-", 2)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class BranchTiming:
+    """When a branch ran, in ms from the start of the query; status is ok, timeout, error: ... or skipped: ..."""
+
+    start_ms: float
+    end_ms: float
+    status: str
+
+    @property
+    def ms(self) -> float:
+        return self.end_ms - self.start_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_ms": round(self.start_ms, 3), "end_ms": round(self.end_ms, 3), "status": self.status}
+
+
+@dataclass(frozen=True, slots=True)
+class RankedList:
+    """One ranked list a branch produced. ``kind`` picks the fusion weight (dense, bm25, prf, subqueries,
+    graph); ``query`` is the text that was searched."""
+
+    branch: str
+    kind: str
+    query: str
+    hits: list[ScoredId]
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    query: str
+    transform: TransformResult
+    hits: list[Hit]  # fused, committed only, best first; at most retrieval.candidates
+    lists: list[RankedList]
+    branches: dict[str, BranchTiming]
+    parallel: bool = True
+    transform_ms: float = 0.0
+    fanout_ms: float = 0.0
+    fusion_ms: float = 0.0
+    fetch_ms: float = 0.0
+    total_ms: float = 0.0
+    trace: list[str] = field(default_factory=list)  # transform trace plus what the branches added (PRF)
+
+    def per_branch(self, k: int = 60) -> dict[str, list[str]]:
+        """Each branch's ranking as chunk ids; a branch with several lists is fused with plain RRF."""
+        out: dict[str, list[str]] = {}
+        for name in self.branches:
+            mine = [("x", [h.chunk_id for h in rl.hits]) for rl in self.lists if rl.branch == name]
+            if len(mine) == 1:
+                out[name] = mine[0][1]
+            elif mine:
+                out[name] = [cid for cid, _ in rrf(mine, k=k)]
+        return out
+
+    def per_branch_docs(self) -> dict[str, list[str]]:
+        """Each branch's ranking as document ids (first occurrence of each document)."""
+        return {name: list(dict.fromkeys(doc_of(c) for c in ids)) for name, ids in self.per_branch().items()}
+
+    def doc_ids(self) -> list[str]:
+        """Fused ranking as document ids, first occurrence of each."""
+        return list(dict.fromkeys(h.doc_id for h in self.hits))
+
+    @property
+    def slowest_branch_ms(self) -> float:
+        return max((t.ms for t in self.branches.values()), default=0.0)
+
+    @property
+    def branch_sum_ms(self) -> float:
+        return sum(t.ms for t in self.branches.values())
+
+
+def hit_dict(hit: Hit) -> dict[str, Any]:
+    return {"chunk_id": hit.chunk_id, "doc_id": hit.doc_id, "source": hit.source, "page": hit.page,
+            "score": round(float(hit.score), 6), "text": hit.text}
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    query: str
+    answer: Answer | None  # None when generation was not asked for
+    hits: list[Hit]  # the final top_n, most relevant first
+    retrieval: RetrievalResult
+    rerank: dict[str, Any]
+    rerank_ms: float = 0.0
+    generate_ms: float = 0.0
+    total_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.retrieval
+        return {
+            "answer": self.answer.text if self.answer else "",
+            "citations": [c.to_dict() for c in self.answer.citations] if self.answer else [],
+            "hits": [hit_dict(h) for h in self.hits],
+            "timings": {
+                "branches": {name: t.to_dict() for name, t in r.branches.items()},
+                "transform_ms": round(r.transform_ms, 3),
+                "fanout_ms": round(r.fanout_ms, 3),
+                "fusion_ms": round(r.fusion_ms, 3),
+                "fetch_ms": round(r.fetch_ms, 3),
+                "rerank_ms": round(self.rerank_ms, 3),
+                "generate_ms": round(self.generate_ms, 3),
+                "total_ms": round(self.total_ms, 3),
+            },
+            "rerank": self.rerank,
+            "transform": {
+                "normalized": r.transform.normalized,
+                "subqueries": list(r.transform.subqueries),
+                "rewrites": list(r.transform.rewrites),
+                "trace": list(r.trace),
+            },
+        }
