@@ -43,7 +43,7 @@ class Engine:
         if mode == "write":
             embedder = _create_embedder(settings)
             dim = embedder.dim
-        stores = open_stores(settings, mode=mode, dim=dim)
+        stores = open_stores(settings, mode=mode, dim=dim, model=embedder.name if embedder else "")
         return cls(settings, stores, embedder)
 
     @property

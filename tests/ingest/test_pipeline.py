@@ -19,10 +19,10 @@ from fanrag.ingest.jobs import PathSource
 
 from ..conftest import ROOT, make_settings
 
-SAMPLE = ROOT / "examples" / "corpus"
+FIXTURES = ROOT / "tests" / "fixtures"
 
 TEXTS = {
-    "alpha.txt": "Alpha particles are helium nuclei. " * 40 + "\n\nThey are stopped by paper.\n",
+    "alpha.txt": "Alpha particles are helium nuclei. " * 100 + "\n\nThey are stopped by paper.\n",
     "beta.md": "# Beta decay\n\nBeta decay emits an electron or a positron.\n\n## Detection\n\n"
                + "Geiger counters detect beta radiation. " * 30,
     "gamma.html": "<html><head><title>Gamma rays</title></head><body><nav>Home | About</nav>"
@@ -35,9 +35,7 @@ def write_corpus(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for name, text in TEXTS.items():
         (root / name).write_text(text, encoding="utf-8")
-    pdfs = sorted(SAMPLE.glob("*.pdf")) if SAMPLE.exists() else []
-    if pdfs:
-        shutil.copy(min(pdfs, key=lambda p: p.stat().st_size), root / "manual.pdf")
+    shutil.copy(FIXTURES / "three-pages.pdf", root / "manual.pdf")
     return root
 
 
@@ -63,7 +61,7 @@ def corpus(tmp_path: Path) -> Path:
 @pytest.fixture
 def settings(tmp_path: Path):
     # Tiny page threshold so the sample PDF exercises the page-range fan-out and merge.
-    return make_settings(tmp_path / "home", pipeline={"pdf_page_threshold": 2, "pages_per_range": 2})
+    return make_settings(tmp_path / "home", pipeline={"pdf_page_threshold": 2, "pages_per_range": 1})
 
 
 def test_ingest_then_reingest_is_a_noop(corpus: Path, settings) -> None:

@@ -130,6 +130,8 @@ class IngestPipeline:
             t = time.perf_counter()
             plan = await self._cpu(plan_source, state.src, self._cfg)
             self.summary.stages.plan += time.perf_counter() - t
+        except WorkerCrashed as exc:
+            plan = f"{state.src.path}: {exc}"
         finally:
             slots.release()
         if isinstance(plan, str):
@@ -228,7 +230,9 @@ class IngestPipeline:
                 break
             for piece, vecs in item:
                 ready = assembler.add(piece, vecs)
-                if ready is not None:
+                if ready is not None and not ready.chunks:
+                    self._reject(ready, "no text to index (scanned PDF without a text layer? OCR is not supported)")
+                elif ready is not None:
                     batch.append(ready)
             if sum(len(r.chunks) for r in batch) >= limit or (batch and inp.empty()):
                 await self._write(batch, source)
@@ -244,6 +248,13 @@ class IngestPipeline:
                 self._finish(state, source)
             else:
                 self._fail_source(state, source, f"{state.src.path}: incomplete (a part did not finish)")
+
+    def _reject(self, ready: Ready, reason: str) -> None:
+        """A document that loaded but has nothing to index (e.g. a split PDF whose pages are all images)."""
+        state = self._states[ready.doc.source]
+        state.pending_docs.discard(ready.doc.doc_id)
+        state.failures.append((ready.piece.plan.source.path if ready.doc.uri == ready.doc.source else ready.doc.uri,
+                               reason))
 
     async def _write(self, batch: list[Ready], source: JobSource) -> None:
         docs = [r.doc for r in batch]

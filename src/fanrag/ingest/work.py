@@ -9,13 +9,17 @@ import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from pathlib import Path
 
-from ..embed.base import TokenizerSpec, load_tokenizer
+from ..embed.base import Tokenizer, TokenizerSpec, load_tokenizer
 from ..errors import FanragError, LoadError
 from ..types import Chunk, Document
 from .jobs import PartJob, SourceFile, SourcePlan
 from .loaders.base import Part
+
+if TYPE_CHECKING:
+    from ..graph.extract import EntityExtractor
 
 SPLITTABLE = {"pdf": "pdf", "jsonl": "jsonl"}
 
@@ -144,12 +148,12 @@ def _chunk(doc: Document, cfg: WorkConfig) -> list[Chunk]:
     return [replace(c, entities=tuple(ents)) for c, ents in zip(chunks, found, strict=True)]
 
 
-def _tokenizer(spec: TokenizerSpec):  # noqa: ANN202 - cached per process
-    return load_tokenizer(spec)
+def _tokenizer(spec: TokenizerSpec) -> Tokenizer:
+    return load_tokenizer(spec)  # cached per process
 
 
 @lru_cache(maxsize=4)
-def _extractor(name: str):  # noqa: ANN202 - cached per process
+def _extractor(name: str) -> EntityExtractor | None:  # cached per process
     if name == "none":
         return None
     from ..graph.extract import create_extractor
