@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
 
-from fanrag.eval.stats import percentile  # noqa: E402 - needs the path above
+from fanrag.eval.stats import percentile
 
 __all__ = ["RESULTS", "ROOT", "MemorySampler", "environment", "percentile", "print_table", "ratio",
            "rusage_peaks_mb", "timed", "write_result"]
@@ -38,7 +38,7 @@ def git_commit(root: Path = ROOT) -> str:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
     return head + ("+dirty" if dirty else "")
@@ -125,7 +125,7 @@ class MemorySampler:
             self.peak_mb = max(self.peak_mb, tree_rss_mb())
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> MemorySampler:
+    def __enter__(self) -> Self:
         self.start_mb = tree_rss_mb()
         self.peak_mb = self.start_mb
         self._thread.start()
@@ -175,7 +175,7 @@ def print_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence
 def run_json_subprocess(args: Sequence[str], timeout_s: float | None = None) -> dict[str, Any]:
     """Run ``python <args>`` whose last stdout line is a JSON object; a variant in its own process gets
     its own peak RSS and nothing warmed up by another variant."""
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout_s, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     ROOT,
     MemorySampler,
     environment,
@@ -183,6 +183,28 @@ def variant_sequential(corpus: Path, home: Path) -> dict[str, Any]:
             "peak_tree_rss_mb": mem.peak_mb, **rusage_peaks_mb()}
 
 
+class TokenIds:
+    """The embedder's tokenizer as LlamaIndex wants it (text -> token list), picklable for num_workers > 1
+    (a lambda is not: LlamaIndex would silently drop it in the workers and count with tiktoken)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._tok: Any = None
+
+    def __call__(self, text: str) -> list[int]:
+        if self._tok is None:
+            from tokenizers import Tokenizer
+
+            self._tok = Tokenizer.from_file(self.path)
+            # tokenizer.json truncates and pads to 128: counts would all read 128 without these two
+            self._tok.no_truncation()
+            self._tok.no_padding()
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "_tok": None}
+
+
 def variant_llamaindex(corpus: Path, home: Path, workers: int) -> dict[str, Any]:
     """LlamaIndex's IngestionPipeline: SentenceSplitter (same size and overlap, counted in the same
     tokenizer) then HuggingFaceEmbedding of the same local MiniLM, nodes kept in memory."""
@@ -194,13 +216,10 @@ def variant_llamaindex(corpus: Path, home: Path, workers: int) -> dict[str, Any]
     except ImportError as exc:
         return {"error": f"llama-index not installed ({exc.name}): pip install llama-index-core "
                          "llama-index-embeddings-huggingface"}
-    from tokenizers import Tokenizer
-
     from fanrag.embed.models import find_model_dir
 
     settings = _settings(home)
     model_dir = find_model_dir(settings.embed.model)
-    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     docs = []
     with open(corpus, encoding="utf-8") as f:
         for line in f:
@@ -209,7 +228,7 @@ def variant_llamaindex(corpus: Path, home: Path, workers: int) -> dict[str, Any]
                 title, text = obj.get("title") or "", obj.get("text") or ""
                 docs.append(LIDocument(text=f"{title}\n\n{text}" if title else text, id_=str(obj["_id"])))
     splitter = SentenceSplitter(chunk_size=settings.chunk.size, chunk_overlap=settings.chunk.overlap,
-                                tokenizer=lambda s: tok.encode(s, add_special_tokens=False).ids)
+                                tokenizer=TokenIds(str(model_dir / "tokenizer.json")))
     embed = HuggingFaceEmbedding(model_name=str(model_dir), device="cpu", embed_batch_size=settings.embed.batch_size,
                                  max_length=settings.embed.max_length)
     pipeline = IngestionPipeline(transformations=[splitter, embed])

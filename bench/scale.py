@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, percentile, print_table, timed, tree_rss_mb, write_result  # noqa: E402
+from _common import environment, percentile, print_table, timed, tree_rss_mb, write_result
 
 DIM = 384
 BLOCK = 20_000

@@ -3,6 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fanrag.errors import MissingExtraError, QueryError
 from fanrag.retrieve.chat import ChatClient
@@ -115,3 +117,29 @@ def test_llama_cpp_backend_needs_the_llm_extra_or_a_model(tmp_path: Any) -> None
     else:
         with pytest.raises(ValueError):  # llama-cpp refuses a model path that does not exist
             gen.generate("q", SOURCES)
+
+
+
+@given(st.text(max_size=120), st.lists(st.text(max_size=300), min_size=1, max_size=5))
+def test_extractive_citations_always_point_at_given_sources(query: str, texts: list[str]) -> None:
+    hits = [Hit(f"c{i}", 1.0, doc_id=f"d{i}", text=t) for i, t in enumerate(texts)]
+    ans = ExtractiveGenerator().generate(query, hits)
+    for c in ans.citations:
+        assert 1 <= c.n <= len(hits) and c.chunk_id == hits[c.n - 1].chunk_id
+        assert f"[{c.n}]" in ans.text
+
+
+def test_stem_and_code_detection() -> None:
+    from fanrag.retrieve.text import looks_like_code, stem
+
+    assert [stem(w) for w in ["tasks", "cancelled", "cancelling", "studies", "is", "bus"]] == [
+        "task", "cancel", "cancel", "study", "is", "bus"]
+    assert looks_like_code('task = asyncio.create_task(main())') and looks_like_code("# Cancel our worker tasks.")
+    assert not looks_like_code("To cancel a running Task use the cancel() method.")
+
+
+def test_extractive_prefers_prose_over_code() -> None:
+    hits = [Hit("c1", 1.0, doc_id="d1", text="task = asyncio.create_task(cancel_me()) task.cancel() cancel task. "
+                                             "To cancel a running Task use the cancel() method.")]
+    ans = ExtractiveGenerator(max_sentences=1).generate("How do I cancel a task?", hits)
+    assert ans.text.splitlines()[1] == "To cancel a running Task use the cancel() method. [1]"

@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from ..engine import Engine
-from ..eval.runner import ABLATIONS, EvalReport, evaluate, write_runs
-from ..eval.tune import TuneReport, tune as run_tune, write_retrieval_settings
+from ..eval.runner import ABLATIONS, EvalReport, evaluate, open_engine, write_runs
+from ..eval.tune import TuneReport, write_retrieval_settings
+from ..eval.tune import tune as run_tune
 from .options import home_option, json_option
 
 
@@ -37,10 +37,11 @@ def eval_cmd(dataset_dir: str, home: str | None, branches: str | None, ablations
     dense, hybrid (dense+bm25 RRF), +subqueries, +graph, +rerank. Queries run one at a time, so the
     latencies are each query's own.
     """
-    with Engine.open(home) as engine:
+    engine, needs_ingest = open_engine(home, dataset_dir, split)
+    with engine:
         show = not as_json and sys.stderr.isatty()
         report = evaluate(engine, dataset_dir, _csv(ablations), k, branches=_csv(branches), limit=limit,
-                          split=split, on_query=_progress_line if show else None)
+                          split=split, ingest=needs_ingest, on_query=_progress_line if show else None)
     if show:
         click.echo("", err=True)
     paths = write_runs(report, out) if out else []
@@ -84,16 +85,19 @@ def _print_report(report: EvalReport) -> None:
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False))
 @home_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the tuning/test split.")
+@click.option("--branches", default=None, help="Branches to fuse (default: retrieval.branches), e.g. dense,bm25.")
 @click.option("--limit", type=int, default=None, help="Only the first N judged queries.")
 @click.option("--split", default="test", show_default=True, help="Which qrels/<split>.tsv to use.")
 @click.option("--write", is_flag=True, help="Write the best settings into HOME/fanrag.toml under [retrieval].")
 @json_option
-def tune(dataset_dir: str, home: str | None, seed: int, limit: int | None, split: str, write: bool,
-         as_json: bool) -> None:
+def tune(dataset_dir: str, home: str | None, seed: int, branches: str | None, limit: int | None, split: str,
+         write: bool, as_json: bool) -> None:
     """Grid-search RRF k, dense/bm25 weights and candidate depth on half of the judged queries; report
     nDCG@10 of the best and of the current settings on the other half."""
-    with Engine.open(home) as engine:
-        report = run_tune(engine, dataset_dir, seed, limit=limit, split=split)
+    engine, needs_ingest = open_engine(home, dataset_dir, split)
+    with engine:
+        report = run_tune(engine, dataset_dir, seed, limit=limit, split=split, ingest=needs_ingest,
+                          branches=_csv(branches))
         written = write_retrieval_settings(engine.settings.home, report.best) if write else None
     if as_json:
         click.echo(json.dumps({**report.to_dict(), "written": str(written) if written else None}))

@@ -55,11 +55,11 @@ def query(text: str, home: str | None, as_json: bool, explain: bool, top_n: int 
 def render(result: QueryResult, answer: bool = True) -> str:
     """The answer, its sources and the retrieved chunks, as plain text."""
     lines: list[str] = []
-    if answer and result.answer is not None:
-        lines += [result.answer.text, ""]
-    if result.answer is not None and result.answer.citations:
+    if answer and result.generator:
+        lines += [result.answer, ""]
+    if result.citations:
         lines.append("Sources:")
-        for c in result.answer.citations:
+        for c in result.citations:
             lines.append(f"  [{c.n}] {c.source}" + (f", page {c.page}" if c.page else "") + f"  ({c.doc_id})")
         lines.append("")
     lines.append(f"Top {len(result.hits)} chunks:")

@@ -68,7 +68,10 @@ class OnnxEmbedder:
         if not encodings:
             return np.zeros((0, self.dim), np.float32)
         ids, mask = _pad(encodings)
-        return self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        try:
+            return self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        except Exception as exc:  # onnxruntime's Fail/RuntimeException (e.g. out of memory)
+            raise EmbeddingError(f"{self.name}: inference failed on a batch of {len(encodings)}: {exc}") from exc
 
 
 def _max_length(configured: int, model_max: int) -> int:
@@ -104,4 +107,7 @@ def _session_options(ort, threads: int):
     opts.inter_op_num_threads = 1  # the graph is a chain; parallelism is inside each MatMul
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle ORT threads spin-wait by default. Here the embedder shares the cores with loader/chunker
+    # processes, and spinning threads then burn the CPU those processes need.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts

@@ -91,8 +91,9 @@ def write_trec_run(path: str | Path, rankings: Mapping[str, Sequence[tuple[str, 
     written in the given order; trec_eval re-sorts by score, so exact score ties may be reordered."""
     with open(path, "w", encoding="utf-8") as out:
         for qid, ranked in rankings.items():
-            for rank, (docid, score) in enumerate(ranked, start=1):
-                out.write(f"{qid} Q0 {docid} {rank} {score:.8g} {tag}\n")
+            # full-precision scores: rounding would add ties that trec_eval then reorders by docid
+            out.writelines(f"{qid} Q0 {docid} {rank} {float(score)!r} {tag}\n"
+                           for rank, (docid, score) in enumerate(ranked, start=1))
 
 
 def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:

@@ -24,11 +24,14 @@ from ..retrieve.results import doc_of
 from ..settings import CONFIG_FILE
 from .beir import BeirDataset, corpus_ids, load_beir
 from .metrics import evaluate_rankings
-from .runner import external_map, limit_dataset
+from .runner import external_map, limit_dataset, retriever_for
 
 RRF_KS = (10, 20, 40, 60, 100)
-# (dense weight, bm25 weight); other list kinds (prf, subqueries, graph) keep their configured weight
+# (dense weight, bm25 weight); the bm25 branch's second list (the PRF-expanded query, kind "prf") takes the
+# bm25 weight too, so "bm25" means the whole branch. Subqueries keep their configured weight.
 WEIGHT_PAIRS = ((1.0, 1.0), (1.0, 0.75), (1.0, 0.5), (1.0, 0.25), (0.75, 1.0), (0.5, 1.0), (0.25, 1.0))
+# the graph branch is the noisiest (entity co-occurrence): on SciFact it costs nDCG at weight 1
+GRAPH_WEIGHTS = (1.0, 0.5, 0.0)
 DEPTHS = (50, 100, 200)
 METRIC = "ndcg@10"
 
@@ -82,12 +85,12 @@ def split_queries(qids: Sequence[str], seed: int) -> tuple[list[str], list[str]]
 
 def build_grid(defaults: FusionParams, rrf_ks: Sequence[int] = RRF_KS,
                weight_pairs: Sequence[tuple[float, float]] = WEIGHT_PAIRS,
-               depths: Sequence[int] = DEPTHS) -> list[FusionParams]:
+               graph_weights: Sequence[float] = GRAPH_WEIGHTS, depths: Sequence[int] = DEPTHS) -> list[FusionParams]:
     """Every combination, the current settings first (so a tie keeps them)."""
     base = dict(defaults.weights)
     grid = [defaults]
-    for k, (wd, wb), depth in itertools.product(rrf_ks, weight_pairs, depths):
-        p = FusionParams.of(k, depth, {**base, "dense": wd, "bm25": wb})
+    for k, (wd, wb), wg, depth in itertools.product(rrf_ks, weight_pairs, graph_weights, depths):
+        p = FusionParams.of(k, depth, {**base, "dense": wd, "bm25": wb, "prf": wb, "graph": wg})
         if p not in grid:
             grid.append(p)
     return grid
@@ -106,15 +109,15 @@ def score(params: FusionParams, cache: Mapping[str, BranchLists], qrels: Mapping
     return evaluate_rankings({q: qrels[q] for q in qids}, rankings, [METRIC]).mean[METRIC]
 
 
-async def collect_lists(retriever: Any, dataset: BeirDataset, depth: int, concurrency: int = 4
-                        ) -> dict[str, BranchLists]:
-    """Each query's branch lists at ``depth``, with the retriever's configured branches. Concurrent (no
+async def collect_lists(retriever: Any, dataset: BeirDataset, depth: int, concurrency: int = 4,
+                        branches: Sequence[str] | None = None) -> dict[str, BranchLists]:
+    """Each query's branch lists at ``depth`` (``branches``: default the configured ones). Concurrent (no
     latency is measured here), bounded so the thread pools are not flooded."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(text: str) -> BranchLists:
         async with gate:
-            r = await retriever.aretrieve(text, k=depth)
+            r = await retriever.aretrieve(text, branches=branches, k=depth)
         return [(rl.kind, [h.chunk_id for h in rl.hits]) for rl in r.lists]
 
     qids = list(dataset.queries)
@@ -130,16 +133,26 @@ def search(grid: Sequence[FusionParams], cache: Mapping[str, BranchLists], qrels
 
 
 async def atune(engine: Any, dataset_dir: str | Path, seed: int = 0, *, limit: int | None = None,
-                split: str = "test", grid: Sequence[FusionParams] | None = None, ingest: bool = True) -> TuneReport:
+                split: str = "test", grid: Sequence[FusionParams] | None = None, ingest: bool = True,
+                branches: Sequence[str] | None = None) -> TuneReport:
     dataset = limit_dataset(load_beir(dataset_dir, split), limit)
     if ingest:
         await engine.aingest([dataset.corpus])
     cfg = engine.settings.retrieval
     default = FusionParams.of(cfg.rrf_k, cfg.branch_k, cfg.weights)
-    grid = list(grid) if grid is not None else build_grid(default)
+    if grid is None:
+        fused = branches or cfg.branches
+        # without the graph branch its weight changes nothing: do not triple the grid for it
+        graph_weights = GRAPH_WEIGHTS if "graph" in fused else (float(cfg.weights.get("graph", 1.0)),)
+        grid = build_grid(default, graph_weights=graph_weights)
     external = external_map(engine.stores.meta, corpus_ids(dataset.corpus))
     t0 = time.perf_counter()
-    cache = await collect_lists(engine.retriever, dataset, max(p.branch_k for p in grid))
+    retriever = retriever_for(engine)
+    try:
+        cache = await collect_lists(retriever, dataset, max(p.branch_k for p in grid), branches=branches)
+    finally:
+        if retriever is not engine.retriever:
+            retriever.close()
     t1 = time.perf_counter()
     tune_q, test_q = split_queries(list(dataset.queries), seed)
     ranked = search(grid, cache, dataset.qrels, external, tune_q)
@@ -198,8 +211,15 @@ def _key(key: str) -> str:
 
 
 def _string(s: str) -> str:
-    out = s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    return f'"{out}"'
+    out = []
+    for ch in s:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:  # control characters are illegal raw in TOML strings
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def _value(v: Any) -> str:

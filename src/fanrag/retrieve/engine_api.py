@@ -16,7 +16,7 @@ import functools
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -98,7 +98,12 @@ class Retriever:
         except BaseException:
             embedder.close()
             raise
-        r = cls(settings, stores, embedder, create_extractor(settings.stores.entity_extractor))
+        try:
+            r = cls(settings, stores, embedder, create_extractor(settings.stores.entity_extractor))
+        except BaseException:
+            stores.close()
+            embedder.close()
+            raise
         r._owned = [stores, embedder]
         return r
 
@@ -114,10 +119,18 @@ class Retriever:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
 
-    async def _all(self, calls: Sequence[Awaitable[T]], parallel: bool) -> list[T]:
+    async def _all(self, calls: Sequence[Coroutine[Any, Any, T]], parallel: bool) -> list[T]:
+        """Await the calls together, or (``parallel=False``, the benchmark's baseline) one by one."""
         if parallel:
             return list(await asyncio.gather(*calls))
-        return [await c for c in calls]
+        out: list[T] = []
+        try:
+            for c in calls:
+                out.append(await c)
+        finally:
+            for c in calls[len(out) + 1:]:  # after a failure, the calls never started
+                c.close()
+        return out
 
     # ---------------------------------------------------------------------------------------- branches
 
@@ -168,7 +181,7 @@ class Retriever:
         return [RankedList("graph", "graph", ", ".join(names), hits)], STATUS_OK
 
     def _branch(self, name: str, t: TransformResult, k: int, parallel: bool,
-                trace: list[str]) -> Awaitable[BranchOutput]:
+                trace: list[str]) -> Coroutine[Any, Any, BranchOutput]:
         if name == "dense":
             return self._dense(t, k, parallel)
         if name == "subqueries":
@@ -296,8 +309,8 @@ class Retriever:
         top = ranked[:top_n]
         g0 = time.perf_counter()
         answer = await self._generate(r.query, top, on_token) if generate else None
-        return QueryResult(query=r.query, answer=answer, hits=top, retrieval=r, rerank=rerank_info,
-                           rerank_ms=rerank_ms, generate_ms=_ms(g0) if generate else 0.0, total_ms=_ms(t0))
+        return QueryResult.build(answer, query=r.query, hits=top, retrieval=r, rerank=rerank_info,
+                                 rerank_ms=rerank_ms, generate_ms=_ms(g0) if generate else 0.0, total_ms=_ms(t0))
 
     def query(self, text: str, *, branches: Sequence[str] | None = None, top_n: int | None = None,
               generate: bool = True, on_token: OnToken | None = None) -> QueryResult:

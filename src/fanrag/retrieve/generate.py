@@ -21,7 +21,7 @@ from ..errors import require
 from ..settings import LLMSettings
 from ..types import Hit
 from .chat import ChatClient, Message
-from .text import sentences, terms, words
+from .text import looks_like_code, sentences, stems, symbol_share, words
 
 OnToken = Callable[[str], None]
 EXTRACTIVE_LABEL = "Extractive answer (sentences quoted from the sources; no language model was used):"
@@ -65,8 +65,8 @@ def cite(n: int, hit: Hit) -> Citation:
 
 def _sentence_scores(query: str, sents: Sequence[str], k1: float = 1.2, b: float = 0.75) -> list[float]:
     """BM25 of each sentence against the query, with document frequencies taken over these sentences."""
-    q = set(terms(query))
-    bags = [Counter(terms(s)) for s in sents]
+    q = set(stems(query))
+    bags = [Counter(stems(s)) for s in sents]
     n = len(bags)
     avg = (sum(sum(bag.values()) for bag in bags) / n) if n else 1.0
     df = Counter(t for bag in bags for t in bag if t in q)
@@ -88,17 +88,23 @@ class ExtractiveGenerator:
     name = "extractive"
     litm = False  # no model reads the context; keep sources in relevance order so [1] is the best
 
-    def __init__(self, max_sentences: int = 3, per_source: int = 2, min_words: int = 4) -> None:
+    def __init__(self, max_sentences: int = 3, per_source: int = 2, min_words: int = 4, max_words: int = 60,
+                 max_symbols: float = 0.06) -> None:
         self.max_sentences = max_sentences
         self.per_source = per_source
         self.min_words = min_words
+        self.max_words = max_words
+        self.max_symbols = max_symbols
+
+    def _prose(self, sent: str) -> bool:
+        # Quote prose: code and tables split into "sentences" badly and read worse than the chunk itself.
+        return (self.min_words <= len(words(sent)) <= self.max_words and symbol_share(sent) <= self.max_symbols
+                and not looks_like_code(sent))
 
     def generate(self, query: str, sources: Sequence[Hit], on_token: OnToken | None = None) -> Answer:
         cands: list[tuple[int, int, str]] = []  # (source number, position, sentence)
         for n, hit in enumerate(sources, start=1):
-            for pos, sent in enumerate(sentences(hit.text)):
-                if len(words(sent)) >= self.min_words:
-                    cands.append((n, pos, sent))
+            cands.extend((n, pos, sent) for pos, sent in enumerate(sentences(hit.text)) if self._prose(sent))
         scores = _sentence_scores(query, [c[2] for c in cands])
         # best score first; a better-ranked source wins ties, then the earlier sentence
         ranked = sorted(zip(scores, cands, strict=True), key=lambda x: (-x[0], x[1][0], x[1][1]))

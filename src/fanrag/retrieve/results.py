@@ -9,7 +9,7 @@ from typing import Any
 from ..stores.base import ScoredId
 from ..types import Hit
 from .fusion import rrf
-from .generate import Answer
+from .generate import Answer, Citation
 from .transform import TransformResult
 
 STATUS_OK = "ok"
@@ -99,19 +99,29 @@ def hit_dict(hit: Hit) -> dict[str, Any]:
 @dataclass(frozen=True)
 class QueryResult:
     query: str
-    answer: Answer | None  # None when generation was not asked for
     hits: list[Hit]  # the final top_n, most relevant first
     retrieval: RetrievalResult
     rerank: dict[str, Any]
+    answer: str = ""  # "" when generation was not asked for
+    citations: list[Citation] = field(default_factory=list)  # the [n] of the answer, mapped to chunks
+    generator: str = ""  # who wrote the answer: extractive, openai, llama-cpp ("" = not generated)
+    extractive: bool = False  # True when the answer quotes the sources (no language model)
     rerank_ms: float = 0.0
     generate_ms: float = 0.0
     total_ms: float = 0.0
 
+    @classmethod
+    def build(cls, answer: Answer | None, **kw: Any) -> QueryResult:
+        if answer is None:
+            return cls(**kw)
+        return cls(answer=answer.text, citations=list(answer.citations), generator=answer.backend,
+                   extractive=answer.extractive, **kw)
+
     def to_dict(self) -> dict[str, Any]:
         r = self.retrieval
         return {
-            "answer": self.answer.text if self.answer else "",
-            "citations": [c.to_dict() for c in self.answer.citations] if self.answer else [],
+            "answer": self.answer,
+            "citations": [c.to_dict() for c in self.citations],
             "hits": [hit_dict(h) for h in self.hits],
             "timings": {
                 "branches": {name: t.to_dict() for name, t in r.branches.items()},

@@ -28,6 +28,41 @@ def terms(text: str) -> list[str]:
     return [w for w in words(text) if len(w) > 1 and w not in STOPWORDS]
 
 
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ed", "es", "s")
+_SYMBOLS = frozenset("()[]{}=<>#;:_*/\\|`$@%^~+")
+
+
+def stem(word: str) -> str:
+    """A light suffix stripper (tasks -> task, cancelled/cancelling -> cancel): enough to match a query's
+    words with a sentence's, nothing like a real stemmer."""
+    for suf in _SUFFIXES:
+        if word.endswith(suf) and len(word) - len(suf) >= 4:
+            word = word[: -len(suf)] + ("y" if suf == "ies" else "")
+            if suf in ("ed", "ing", "ings") and len(word) > 4 and word[-1] == word[-2] and word[-1] not in "aeiou":
+                word = word[:-1]  # cancell -> cancel, stopp -> stop
+            break
+    return word
+
+
+def stems(text: str) -> list[str]:
+    """Stemmed content terms."""
+    return [stem(t) for t in terms(text)]
+
+
+# Lines of code that survive sentence splitting: comments/prompts, assignments, braces, definitions.
+_CODE = re.compile(r"^\s*[#>$]|\w\s*==?\s*[\w\"'(\[]|[{};]|\bdef \w+\(")
+
+
+def looks_like_code(text: str) -> bool:
+    return bool(_CODE.search(text))
+
+
+def symbol_share(text: str) -> float:
+    """Share of code-like symbols among the non-space characters: high for code, near 0 for prose."""
+    chars = [c for c in text if not c.isspace()]
+    return sum(c in _SYMBOLS for c in chars) / len(chars) if chars else 0.0
+
+
 def sentences(text: str) -> list[str]:
     """Split text into sentences (see ``_SENT_END``); blank pieces dropped."""
     out: list[str] = []

@@ -6,9 +6,8 @@ query time. That keeps ``delete_documents`` exact (delete the document's mention
 decrement) and writes cheap (one row per mention, not per pair).
 
 Scoring in ``chunks_for_entities``: a chunk scores the sum of idf(e) = ln(1 + N / df(e)) over the
-query entities it mentions (N = chunks with any mention); with ``hops=1`` the entities that co-occur
-most with the query entities add their chunks at ``NEIGHBOUR_DISCOUNT`` times their idf, weighted by
-how often they co-occur.
+query entities it mentions (N = chunks with any mention); with ``hops=1`` the chunks of the entities
+that co-occur most with the query entities get a bonus below any direct match (see _add_neighbours).
 """
 
 from __future__ import annotations
@@ -100,51 +99,61 @@ class SqliteGraphStore:
         if not wanted or k <= 0:
             return []
         with self._db.read() as conn:
-            seeds = self._ids(conn, wanted)
+            seeds = list(self._ids(conn, wanted).values())
             if not seeds:
                 return []
             n_chunks = self._n_chunks(conn)
+            idf = self._idf(conn, seeds, n_chunks)
             scores: dict[str, float] = defaultdict(float)
-            seed_ids = list(seeds.values())
-            self._score_chunks(conn, {e: 1.0 for e in seed_ids}, n_chunks, scores)
+            for entity in seeds:
+                for chunk_id in self._postings(conn, entity):
+                    scores[chunk_id] += idf[entity]
             if hops >= 1:
-                self._score_chunks(conn, self._neighbours(conn, seed_ids), n_chunks, scores)
+                self._add_neighbours(conn, seeds, min(idf.values()), n_chunks, scores)
         best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         return [ScoredId(cid, score) for cid, score in best]
 
     @staticmethod
-    def _df(conn: sqlite3.Connection, entity_ids: list[int]) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for part in batched(entity_ids):
-            out.update(conn.execute(
-                f"SELECT entity, count(*) FROM mentions WHERE entity IN ({marks(len(part))}) GROUP BY entity",
-                part).fetchall())
-        return out
-
-    def _score_chunks(self, conn: sqlite3.Connection, weights: dict[int, float], n_chunks: int,
-                      scores: dict[str, float]) -> None:
-        """Add weight * idf(entity) to every chunk mentioning each entity."""
-        df = self._df(conn, list(weights))
-        for entity, weight in weights.items():
-            if not df.get(entity):
-                continue
-            idf = math.log(1.0 + n_chunks / df[entity])
-            for (chunk_id,) in conn.execute(
-                    "SELECT chunk_id FROM mentions WHERE entity = ? LIMIT ?", (entity, MAX_POSTINGS)):
-                scores[chunk_id] += weight * idf
+    def _postings(conn: sqlite3.Connection, entity: int) -> list[str]:
+        return [r[0] for r in conn.execute("SELECT chunk_id FROM mentions WHERE entity = ? LIMIT ?",
+                                           (entity, MAX_POSTINGS))]
 
     @staticmethod
-    def _neighbours(conn: sqlite3.Connection, seed_ids: list[int]) -> dict[int, float]:
-        """Entities co-occurring with the seeds -> NEIGHBOUR_DISCOUNT * (co-occurrences / the most)."""
-        q = marks(len(seed_ids))
+    def _idf(conn: sqlite3.Connection, entity_ids: list[int], n_chunks: int) -> dict[int, float]:
+        """ln(1 + N / df) per entity (entities with no mention left get 0)."""
+        out = dict.fromkeys(entity_ids, 0.0)
+        for part in batched(entity_ids):
+            for entity, df in conn.execute(f"SELECT entity, count(*) FROM mentions WHERE entity IN "
+                                           f"({marks(len(part))}) GROUP BY entity", part):
+                out[entity] = math.log(1.0 + n_chunks / df)
+        return out
+
+    def _add_neighbours(self, conn: sqlite3.Connection, seeds: list[int], floor: float, n_chunks: int,
+                        scores: dict[str, float]) -> None:
+        """One hop: chunks of the entities that co-occur most (and most specifically) with the seeds.
+
+        A chunk reached only this way scores at most NEIGHBOUR_DISCOUNT * ``floor`` (the lowest seed
+        idf), so it never outranks a chunk that mentions a query entity; among direct matches the
+        neighbour bonus breaks ties. Bonuses are max-ed, not summed, for the same reason.
+        """
+        q = marks(len(seeds))
         rows = conn.execute(
             f"SELECT m2.entity, count(*) AS c FROM mentions m1 JOIN mentions m2 ON m2.chunk_id = m1.chunk_id "
             f"WHERE m1.entity IN ({q}) AND m2.entity NOT IN ({q}) GROUP BY m2.entity ORDER BY c DESC LIMIT ?",
-            [*seed_ids, *seed_ids, MAX_NEIGHBOURS]).fetchall()
+            [*seeds, *seeds, 5 * MAX_NEIGHBOURS]).fetchall()
         if not rows:
-            return {}
-        top = rows[0][1]
-        return {entity: NEIGHBOUR_DISCOUNT * c / top for entity, c in rows}
+            return
+        idf = self._idf(conn, [e for e, _ in rows], n_chunks)
+        # Co-occurring often *and* being specific: "dna" co-occurs with everything and says little.
+        ranked = sorted(((c * idf[e], e) for e, c in rows), reverse=True)[:MAX_NEIGHBOURS]
+        top = ranked[0][0]
+        bonus: dict[str, float] = {}
+        for weight, entity in ranked:
+            value = NEIGHBOUR_DISCOUNT * floor * weight / top
+            for chunk_id in self._postings(conn, entity):
+                bonus[chunk_id] = max(bonus.get(chunk_id, 0.0), value)
+        for chunk_id, value in bonus.items():
+            scores[chunk_id] += value
 
     def known_entities(self, names: Sequence[str]) -> list[str]:
         wanted = list(dict.fromkeys(normalise(n) for n in names))

@@ -32,7 +32,6 @@ MIGRATIONS: tuple[str, ...] = (
         metadata TEXT, external_id TEXT, updated_at REAL NOT NULL);
     CREATE INDEX documents_source ON documents(source);
     CREATE INDEX documents_external ON documents(external_id);
-    CREATE INDEX documents_status ON documents(status);
     CREATE TABLE chunks (
         chunk_id TEXT PRIMARY KEY, doc_id TEXT NOT NULL, position INTEGER NOT NULL, text TEXT NOT NULL,
         char_start INTEGER NOT NULL, char_end INTEGER NOT NULL, page_start INTEGER NOT NULL,
@@ -47,8 +46,11 @@ MIGRATIONS: tuple[str, ...] = (
 
 _DOC_COLS = ("doc_id, uri, source, content_hash, status, title, n_pages, n_chunks, blob_key, error, "
              "metadata, updated_at")
-_DOC_INSERT = (f"INSERT OR REPLACE INTO documents ({_DOC_COLS.replace(', updated_at', '')}, external_id, "
-               "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+# An upsert, not INSERT OR REPLACE: REPLACE deletes and re-inserts the row, rewriting every index entry;
+# an update touches only the indexes whose columns changed (usually none).
+_DOC_INSERT = (f"INSERT INTO documents ({_DOC_COLS.replace(', updated_at', '')}, external_id, updated_at) "
+               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (doc_id) DO UPDATE SET "
+               + ", ".join(f"{c} = excluded.{c}" for c in (_DOC_COLS + ", external_id").split(", ")[1:]))
 _SRC_COLS = "uri, content_hash, size, mtime, status, error, n_documents, updated_at"
 _CHUNK_COLS = ("chunk_id, doc_id, position, text, char_start, char_end, page_start, page_end, n_tokens, "
                "metadata")
@@ -87,7 +89,10 @@ class SqliteMetaStore:
     """MetaStore on one SQLite file (``home/meta.sqlite``)."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
-        self._db = SqliteDb(Path(path), read_only=read_only)
+        # synchronous=NORMAL: a commit survives a killed process but may be lost in a power cut. That is
+        # safe here because the metadata store is written last in each batch: the other stores fsync
+        # their writes (FULL) before commit() runs, and a lost commit only means the batch is re-ingested.
+        self._db = SqliteDb(Path(path), read_only=read_only, synchronous="NORMAL")
         if read_only:
             self._check_version()
         else:
@@ -209,8 +214,7 @@ class SqliteMetaStore:
         cols = ", ".join(f"c.{c.strip()}" for c in _CHUNK_COLS.split(","))
         for part in batched(list(chunk_ids)):
             rows = self._db.query(
-                # CROSS JOIN fixes the loop order: look chunks up by id, then their document. Left to
-                # itself the planner scans every committed document through the status index.
+                # CROSS JOIN fixes the loop order: look chunks up by id, then their document.
                 f"SELECT {cols} FROM chunks c CROSS JOIN documents d ON d.doc_id = c.doc_id "
                 f"WHERE d.status = 'committed' AND c.chunk_id IN ({marks(len(part))})", part)
             out.update((r[0], _chunk(r)) for r in rows)
