@@ -203,3 +203,14 @@ def _committed(db: Path) -> int:
             return con.execute("SELECT count(*) FROM documents WHERE status = 'committed'").fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def test_a_file_that_turns_bad_keeps_its_last_good_version(corpus: Path, settings) -> None:
+    with Engine.open(settings=settings) as engine:
+        engine.ingest([corpus])
+        before = assert_consistent(engine)
+        (corpus / "alpha.txt").write_bytes(b"\x00\xff\x10" * 100)
+        summary = engine.ingest([corpus])
+        assert [Path(p).name for p, _ in summary.failed] == ["alpha.txt"]
+        assert assert_consistent(engine) == before
+        assert engine.stores.keywords.search("helium nuclei", 5)

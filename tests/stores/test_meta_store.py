@@ -73,11 +73,18 @@ def test_delete_documents_and_failures(meta_store) -> None:
     assert meta_store.delete_documents([a.doc_id, "absent"]) == 1
     assert meta_store.get_document(a.doc_id) is None
     assert meta_store.chunk_ids_of([a.doc_id]) == []
+    # A committed document whose file turned bad keeps its last good version visible.
     meta_store.mark_failed(b.uri, b.source, "corrupt")
-    assert meta_store.get_document(b.doc_id).status == "failed"
-    assert meta_store.get_chunks(meta_store.chunk_ids_of([b.doc_id])) == {}
+    assert meta_store.get_document(b.doc_id).status == "committed"
+    assert len(meta_store.get_chunks(meta_store.chunk_ids_of([b.doc_id]))) == 2
+    # One that never committed (here: left pending by a crash) is marked failed.
+    c = doc("c")
+    meta_store.mark_pending([c])
+    meta_store.mark_failed(c.uri, c.source, "corrupt")
+    assert meta_store.get_document(c.doc_id).status == "failed"
     stats = meta_store.stats()
-    assert stats["documents_by_status"] == {"failed": 1} and stats["chunks"] == 0 and stats["failures"] == 1
+    assert stats["documents_by_status"] == {"committed": 1, "failed": 1}
+    assert stats["chunks"] == 2 and stats["failures"] == 2
 
 
 def test_sources_round_trip(meta_store) -> None:

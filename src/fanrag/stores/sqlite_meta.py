@@ -158,13 +158,14 @@ class SqliteMetaStore:
             conn.executemany(_DOC_INSERT, doc_rows)
 
     def mark_failed(self, uri: str, source: str, reason: str) -> None:
-        """Record a failure; the document (if ``uri`` names one) becomes ``failed`` and its chunks invisible."""
+        """Record a failure. A document that ``uri`` names becomes ``failed`` unless a previous version of it
+        is committed: that version stays visible (a file that turned corrupt loses nothing already ingested)."""
         now = time.time()
         with self._db.tx() as conn:
             conn.execute("INSERT INTO failures (uri, source, reason, at) VALUES (?,?,?,?)",
                          (uri, source, reason, now))
-            conn.execute("UPDATE documents SET status = 'failed', error = ?, updated_at = ? WHERE doc_id = ?",
-                         (reason, now, document_id(uri)))
+            conn.execute("UPDATE documents SET status = 'failed', error = ?, updated_at = ? "
+                         "WHERE doc_id = ? AND status != 'committed'", (reason, now, document_id(uri)))
 
     def failures(self, limit: int = 100) -> list[tuple[str, str, str, float]]:
         """The most recent failures: (uri, source, reason, unix time)."""
