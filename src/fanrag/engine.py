@@ -77,9 +77,11 @@ class Engine:
     @property
     def retriever(self) -> Any:
         if self._retriever is None:
+            from .graph.extract import create_extractor
             from .retrieve import Retriever
 
-            self._retriever = Retriever(self.settings, self.stores, self.embedder)
+            extractor = create_extractor(self.settings.stores.entity_extractor)
+            self._retriever = Retriever(self.settings, self.stores, self.embedder, extractor)
         return self._retriever
 
     async def aquery(self, text: str, **kw: Any) -> Any:
