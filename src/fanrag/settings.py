@@ -50,6 +50,9 @@ class EmbedSettings:
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = 30.0
     max_retries: int = 5
+    rate_limit_rpm: int = 0  # http: requests per minute, 0 = off
+    rate_limit_tpm: int = 0  # http: (estimated) input tokens per minute, 0 = off
+    rate_limit_redis: str = ""  # redis://... shares the limit between processes; empty = per process
 
     def validate(self) -> None:
         _check(self.backend in ("onnx", "sentence-transformers", "http"), "backend",
@@ -61,6 +64,7 @@ class EmbedSettings:
         _check(self.backend != "http" or bool(self.url), "url", "is required when backend = http")
         _check(self.timeout_s > 0, "timeout_s", "must be > 0")
         _check(self.max_retries >= 0, "max_retries", "must be >= 0")
+        _check(self.rate_limit_rpm >= 0 and self.rate_limit_tpm >= 0, "rate_limit_rpm", "must be >= 0")
 
 
 @dataclass(frozen=True)
