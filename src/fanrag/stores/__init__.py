@@ -107,6 +107,41 @@ register_backend("blobs", "", _embedded_blobs)
 register_backend("graph", "", _embedded_graph)
 
 
+def _postgres_meta(url: str, ctx: OpenContext) -> MetaStore:
+    from .postgres import PostgresMetaStore
+
+    return PostgresMetaStore(url, read_only=ctx.read_only)
+
+
+def _pgvector_vectors(url: str, ctx: OpenContext) -> VectorStore:
+    from .pgvector import PgVectorStore
+
+    v = ctx.settings.vectors
+    return PgVectorStore(url, ctx.dim, shards=v.shards, m=v.m, ef_construction=v.ef_construction,
+                         ef_search=v.ef_search, read_only=ctx.read_only, model=ctx.model)
+
+
+register_backend("meta", "postgresql", _postgres_meta)
+register_backend("meta", "postgres", _postgres_meta)
+register_backend("vectors", "pgvector", _pgvector_vectors)
+
+
+def _s3_blobs(url: str, ctx: OpenContext) -> BlobStore:
+    from .s3 import S3BlobStore
+
+    return S3BlobStore(url, read_only=ctx.read_only)
+
+
+def _falkordb_graph(url: str, ctx: OpenContext) -> GraphStore:
+    from .falkor import FalkorGraphStore
+
+    return FalkorGraphStore(url, read_only=ctx.read_only)
+
+
+register_backend("blobs", "s3", _s3_blobs)
+register_backend("graph", "falkordb", _falkordb_graph)
+
+
 class WriterLock:
     """``fcntl.flock`` on ``home/LOCK``: one writer process per home. Released by close() or process exit."""
 

@@ -1,0 +1,257 @@
+"""The metadata store in PostgreSQL: the same tables and semantics as SqliteMetaStore, for a server.
+
+A document is ``pending`` from ``mark_pending`` until ``commit``; only chunks of ``committed`` documents
+are returned by ``get_chunks``. ``commit`` deletes a batch's old chunks, COPYs the new ones and upserts
+the documents in one transaction, so a reader sees either the old version or the new one.
+
+Tables are prefixed ``fanrag_`` so the store can live in a database shared with other applications
+(and with PgVectorStore). PostgreSQL text cannot hold NUL characters; they are dropped from chunk and
+document text and metadata on the way in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..errors import StoreError
+from ..ids import document_id
+from ..types import Chunk, Document
+from ._pg import PgDb, migrate, schema_version
+from .base import DocumentRecord, SourceRecord
+
+COMPONENT = "meta"
+
+# Append only: MIGRATIONS[i] moves a database from schema version i to i + 1.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE fanrag_sources (
+        uri TEXT PRIMARY KEY, content_hash TEXT NOT NULL, size BIGINT NOT NULL, mtime DOUBLE PRECISION NOT NULL,
+        status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', n_documents INTEGER NOT NULL DEFAULT 0,
+        updated_at DOUBLE PRECISION NOT NULL);
+    CREATE TABLE fanrag_documents (
+        doc_id TEXT PRIMARY KEY, uri TEXT NOT NULL, source TEXT NOT NULL, content_hash TEXT NOT NULL,
+        status TEXT NOT NULL, title TEXT NOT NULL DEFAULT '', n_pages INTEGER NOT NULL DEFAULT 0,
+        n_chunks INTEGER NOT NULL DEFAULT 0, blob_key TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '',
+        metadata JSONB, external_id TEXT, updated_at DOUBLE PRECISION NOT NULL);
+    CREATE INDEX fanrag_documents_source ON fanrag_documents(source);
+    CREATE INDEX fanrag_documents_external ON fanrag_documents(external_id);
+    CREATE TABLE fanrag_chunks (
+        chunk_id TEXT PRIMARY KEY, doc_id TEXT NOT NULL, position INTEGER NOT NULL, text TEXT NOT NULL,
+        char_start INTEGER NOT NULL, char_end INTEGER NOT NULL, page_start INTEGER NOT NULL,
+        page_end INTEGER NOT NULL, n_tokens INTEGER NOT NULL, metadata JSONB);
+    CREATE INDEX fanrag_chunks_doc ON fanrag_chunks(doc_id, position);
+    CREATE TABLE fanrag_failures (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, uri TEXT NOT NULL, source TEXT NOT NULL,
+        reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
+    CREATE INDEX fanrag_failures_uri ON fanrag_failures(uri)
+    """,
+)
+
+_DOC_COLS = ("doc_id, uri, source, content_hash, status, title, n_pages, n_chunks, blob_key, error, "
+             "metadata, updated_at")
+_DOC_UPSERT = ("INSERT INTO fanrag_documents (doc_id, uri, source, content_hash, status, title, n_pages, "
+               "n_chunks, blob_key, error, metadata, external_id, updated_at) "
+               "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s) ON CONFLICT (doc_id) DO UPDATE SET "
+               + ", ".join(f"{c} = excluded.{c}" for c in ("uri", "source", "content_hash", "status", "title",
+                                                           "n_pages", "n_chunks", "blob_key", "error", "metadata",
+                                                           "external_id", "updated_at")))
+_SRC_COLS = "uri, content_hash, size, mtime, status, error, n_documents, updated_at"
+_CHUNK_COLS = ("chunk_id, doc_id, position, text, char_start, char_end, page_start, page_end, n_tokens, "
+               "metadata")
+
+
+def _text(s: str) -> str:
+    return s.replace("\x00", "") if "\x00" in s else s
+
+
+def _dumps(obj: dict[str, Any] | None) -> str | None:
+    # default=str: metadata comes from loaders and may hold dates or paths; never fail a commit on it.
+    # jsonb refuses the escaped NUL (\u0000) just as text refuses the raw one.
+    return json.dumps(obj, ensure_ascii=False, default=str).replace("\\u0000", "") if obj else None
+
+
+def _doc_record(row: tuple[Any, ...]) -> DocumentRecord:
+    *head, metadata, updated_at = row
+    return DocumentRecord(*head, metadata=metadata or {}, updated_at=updated_at)  # type: ignore[misc]
+
+
+def _chunk(row: tuple[Any, ...]) -> Chunk:
+    *head, metadata = row
+    return Chunk(*head, metadata=metadata or {})  # type: ignore[misc]
+
+
+def _chunk_row(c: Chunk) -> tuple[Any, ...]:
+    return (c.chunk_id, c.doc_id, c.position, _text(c.text), c.char_start, c.char_end, c.page_start, c.page_end,
+            c.n_tokens, _dumps(c.metadata))
+
+
+def _doc_row(d: Document, status: str, n_chunks: int = 0, blob_key: str = "", now: float = 0.0) -> tuple[Any, ...]:
+    external = d.metadata.get("external_id")
+    return (d.doc_id, d.uri, d.source, d.content_hash, status, _text(d.title), d.n_pages, n_chunks, blob_key, "",
+            _dumps(d.metadata), None if external is None else str(external), now)
+
+
+def _executemany(conn: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(sql, rows)  # psycopg pipelines the statements: one round trip, not one per row
+
+
+def _unique_last(chunks: Sequence[Chunk]) -> list[Chunk]:
+    """One chunk per id, the last occurrence winning (as if written one by one)."""
+    return list({c.chunk_id: c for c in chunks}.values())
+
+
+class PostgresMetaStore:
+    """MetaStore on a PostgreSQL database (``FANRAG_META=postgresql://user@host:port/db``)."""
+
+    def __init__(self, dsn: str, *, read_only: bool = False, pool_size: int = 4) -> None:
+        self._db = PgDb(dsn, read_only=read_only, max_size=pool_size)
+        try:
+            if read_only:
+                self._check_version()
+            else:
+                migrate(self._db, COMPONENT, MIGRATIONS)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _check_version(self) -> None:
+        version = schema_version(self._db, COMPONENT)
+        if version != len(MIGRATIONS):
+            raise StoreError(f"{self._db.where}: metadata schema version {version}, this fanrag needs "
+                             f"{len(MIGRATIONS)}; open it once for writing to migrate")
+
+    # sources ---------------------------------------------------------------------------------------------
+    def get_source(self, uri: str) -> SourceRecord | None:
+        rows = self._db.query(f"SELECT {_SRC_COLS} FROM fanrag_sources WHERE uri = %s", (uri,))
+        return SourceRecord(*rows[0]) if rows else None
+
+    def sources(self) -> list[SourceRecord]:
+        return [SourceRecord(*r) for r in self._db.query(f"SELECT {_SRC_COLS} FROM fanrag_sources ORDER BY uri")]
+
+    def put_source(self, record: SourceRecord) -> None:
+        self._db.run(lambda conn: conn.execute(
+            f"INSERT INTO fanrag_sources ({_SRC_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+                         "ON CONFLICT (uri) DO UPDATE SET " + ", ".join(
+                             f"{c} = excluded.{c}" for c in _SRC_COLS.split(", ")[1:]),
+                         (record.uri, record.content_hash, record.size, record.mtime, record.status,
+                          _text(record.error), record.n_documents, record.updated_at or time.time())), write=True)
+
+    def delete_source(self, uri: str) -> None:
+        self._db.run(lambda conn: conn.execute("DELETE FROM fanrag_sources WHERE uri = %s", (uri,)), write=True)
+
+    # documents -------------------------------------------------------------------------------------------
+    def document_hashes(self, source: str) -> dict[str, str]:
+        return dict(self._db.query("SELECT doc_id, content_hash FROM fanrag_documents "
+                                   "WHERE source = %s AND status = 'committed'", (source,)))
+
+    def mark_pending(self, docs: Sequence[Document]) -> None:
+        if not docs:
+            return
+        rows = [_doc_row(d, "pending", now=time.time()) for d in docs]
+        # The old chunks stay in the table but are invisible (not committed) until commit() replaces them.
+        self._db.run(lambda conn: _executemany(conn, _DOC_UPSERT, rows), write=True)
+
+    def commit(self, docs: Sequence[Document], chunks: Sequence[Chunk], blob_keys: dict[str, str]) -> None:
+        """Replace each document's chunks and mark it committed, in one transaction.
+
+        ``blob_keys`` maps doc_id (or, for documents that share a file, the source) to the blob key.
+        """
+        now = time.time()
+        per_doc = Counter(c.doc_id for c in _unique_last(chunks))
+        doc_rows = [_doc_row(d, "committed", per_doc.get(d.doc_id, 0),
+                             blob_keys.get(d.doc_id) or blob_keys.get(d.source, ""), now) for d in docs]
+        unique = _unique_last(chunks)
+
+        def replace(conn: Any) -> None:
+            conn.execute("DELETE FROM fanrag_chunks WHERE doc_id = ANY(%s) OR chunk_id = ANY(%s)",
+                         ([d.doc_id for d in docs], [c.chunk_id for c in unique]))
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY fanrag_chunks ({_CHUNK_COLS}) FROM STDIN") as copy:
+                    for c in unique:
+                        copy.write_row(_chunk_row(c))
+                cur.executemany(_DOC_UPSERT, doc_rows)
+
+        self._db.run(replace, write=True)
+
+    def mark_failed(self, uri: str, source: str, reason: str) -> None:
+        """Record a failure. A document that ``uri`` names becomes ``failed`` unless a previous version of it
+        is committed: that version stays visible (a file that turned corrupt loses nothing already ingested)."""
+        now = time.time()
+
+        def record(conn: Any) -> None:
+            conn.execute("INSERT INTO fanrag_failures (uri, source, reason, at) VALUES (%s,%s,%s,%s)",
+                         (uri, source, _text(reason), now))
+            conn.execute("UPDATE fanrag_documents SET status = 'failed', error = %s, updated_at = %s "
+                         "WHERE doc_id = %s AND status <> 'committed'", (_text(reason), now, document_id(uri)))
+
+        self._db.run(record, write=True)
+
+    def failures(self, limit: int = 100) -> list[tuple[str, str, str, float]]:
+        """The most recent failures: (uri, source, reason, unix time)."""
+        return [tuple(r) for r in self._db.query(  # type: ignore[misc]
+            "SELECT uri, source, reason, at FROM fanrag_failures ORDER BY id DESC LIMIT %s", (limit,))]
+
+    def get_document(self, doc_id: str) -> DocumentRecord | None:
+        rows = self._db.query(f"SELECT {_DOC_COLS} FROM fanrag_documents WHERE doc_id = %s", (doc_id,))
+        return _doc_record(rows[0]) if rows else None
+
+    def documents(self, status: str | None = None, source: str | None = None,
+                  limit: int | None = None, offset: int = 0) -> list[DocumentRecord]:
+        # A NULL filter matches everything; LIMIT NULL is no limit.
+        return [_doc_record(r) for r in self._db.query(
+            f"SELECT {_DOC_COLS} FROM fanrag_documents WHERE (%(status)s::text IS NULL OR status = %(status)s) "
+            "AND (%(source)s::text IS NULL OR source = %(source)s) ORDER BY source, uri "
+            "LIMIT %(limit)s OFFSET %(offset)s",
+            {"status": status, "source": source, "limit": limit, "offset": offset})]
+
+    def delete_documents(self, doc_ids: Iterable[str]) -> int:
+        ids = list(dict.fromkeys(doc_ids))
+        if not ids:
+            return 0
+
+        def delete(conn: Any) -> int:
+            conn.execute("DELETE FROM fanrag_chunks WHERE doc_id = ANY(%s)", (ids,))
+            return conn.execute("DELETE FROM fanrag_documents WHERE doc_id = ANY(%s)", (ids,)).rowcount
+
+        return self._db.run(delete, write=True)
+
+    def doc_ids_by_external(self, external_ids: Sequence[str]) -> dict[str, str]:
+        return dict(self._db.query("SELECT external_id, doc_id FROM fanrag_documents WHERE external_id = ANY(%s)",
+                                   (list(external_ids),)))
+
+    # chunks ----------------------------------------------------------------------------------------------
+    def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        cols = ", ".join(f"c.{c}" for c in _CHUNK_COLS.split(", "))
+        rows = self._db.query(f"SELECT {cols} FROM fanrag_chunks c JOIN fanrag_documents d ON d.doc_id = c.doc_id "
+                              "WHERE d.status = 'committed' AND c.chunk_id = ANY(%s)", (list(chunk_ids),))
+        return {r[0]: _chunk(r) for r in rows}
+
+    def chunk_ids_of(self, doc_ids: Sequence[str]) -> list[str]:
+        return [r[0] for r in self._db.query("SELECT chunk_id FROM fanrag_chunks WHERE doc_id = ANY(%s) "
+                                             "ORDER BY doc_id, position", (list(doc_ids),))]
+
+    def stats(self) -> dict[str, Any]:
+        return self._db.run(self._stats)
+
+    @staticmethod
+    def _stats(conn: Any) -> dict[str, Any]:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # the counts of one snapshot
+        by_status = dict(conn.execute("SELECT status, count(*) FROM fanrag_documents GROUP BY status")
+                         .fetchall())
+        return {
+            "sources": conn.execute("SELECT count(*) FROM fanrag_sources").fetchone()[0],
+            "documents": sum(by_status.values()),
+            "documents_by_status": by_status,
+            "chunks": int(conn.execute("SELECT coalesce(sum(n_chunks), 0) FROM fanrag_documents "
+                                       "WHERE status = 'committed'").fetchone()[0]),
+            "failures": conn.execute("SELECT count(*) FROM fanrag_failures").fetchone()[0],
+            "schema_version": len(MIGRATIONS),
+        }
+
+    def close(self) -> None:
+        self._db.close()
