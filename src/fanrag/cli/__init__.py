@@ -19,6 +19,9 @@ _COMMANDS = {
     "serve": "fanrag.cli.serve:serve",
     "eval": "fanrag.cli.eval:eval_cmd",
     "tune": "fanrag.cli.eval:tune",
+    "submit": "fanrag.cli.jobs:submit",
+    "worker": "fanrag.cli.jobs:worker",
+    "jobs": "fanrag.cli.jobs:jobs",
 }
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,21 +106,24 @@ class IngestPipeline:
         # Bound the CPU jobs in flight (and so memory): a few per worker keeps every process busy.
         slots = asyncio.Semaphore(max(2, self.executor.workers * 2))
         async with asyncio.TaskGroup() as tg:
-            for src in _iterate(source):
-                if src.uri in self._states:  # the same file named twice
-                    continue
+            async for src in _iterate(source):
+                prev = self._states.get(src.uri)
+                if prev is not None and (src.token is None or src.uri not in self._finished):
+                    continue  # the same file named twice (a queue's re-delivery after its outcome runs again)
+                self._finished.discard(src.uri)
+                self._blob_keys.pop(src.uri, None)
                 self.summary.sources += 1
                 state = self._states[src.uri] = _SourceState(src)
-                if self._unchanged_by_stat(src):
-                    self._finish_unchanged(state, source)
+                if await self._unchanged_by_stat(src):
+                    await self._finish_unchanged(state, source)
                     continue
                 await slots.acquire()  # backpressure on the walk itself
                 tg.create_task(self._run_source(state, source, slots, out))
         await out.put(_DONE)
 
-    def _unchanged_by_stat(self, src: SourceFile) -> bool:
+    async def _unchanged_by_stat(self, src: SourceFile) -> bool:
         """Same size and mtime as the committed record: skip without even hashing (like make/rsync)."""
-        rec = self.stores.meta.get_source(src.uri)
+        rec = await self._io(self.stores.meta.get_source, src.uri)
         return bool(rec and rec.status == "committed" and rec.size == src.size and rec.mtime == src.mtime
                     and src.size > 0)
 
@@ -135,13 +138,13 @@ class IngestPipeline:
         finally:
             slots.release()
         if isinstance(plan, str):
-            return self._fail_source(state, source, plan)
-        rec = self.stores.meta.get_source(state.src.uri)
+            return await self._fail_source(state, source, plan)
+        rec = await self._io(self.stores.meta.get_source, state.src.uri)
         if rec and rec.status == "committed" and rec.content_hash == plan.content_hash:
             state.plan = plan
-            return self._finish_unchanged(state, source, touch=True)
+            return await self._finish_unchanged(state, source, touch=True)
         state.plan, state.parts_left = plan, len(plan.parts)
-        known = self.stores.meta.document_hashes(state.src.uri) if plan.format == "jsonl" else {}
+        known = await self._io(self.stores.meta.document_hashes, state.src.uri) if plan.format == "jsonl" else {}
         self.progress.planned(len(plan.parts))
         async with asyncio.TaskGroup() as tg:
             for i, part in enumerate(plan.parts):
@@ -160,6 +163,11 @@ class IngestPipeline:
 
     async def _cpu(self, fn: Any, *args: Any) -> Any:
         return await self.executor.map_cpu(fn, *args)
+
+    @staticmethod
+    async def _io(fn: Any, *args: Any) -> Any:
+        """Store calls leave the event loop: a server store's round trip (or outage) must not stall the stages."""
+        return await asyncio.to_thread(fn, *args)
 
     # ------------------------------------------------------------------ stage 2: embed
 
@@ -245,9 +253,9 @@ class IngestPipeline:
             if state.src.uri in self._finished or state.plan is None:
                 continue
             if state.error or state.finished:
-                self._finish(state, source)
+                await self._finish(state, source)
             else:
-                self._fail_source(state, source, f"{state.src.path}: incomplete (a part did not finish)")
+                await self._fail_source(state, source, f"{state.src.path}: incomplete (a part did not finish)")
 
     def _reject(self, ready: Ready, reason: str) -> None:
         """A document that loaded but has nothing to index (e.g. a split PDF whose pages are all images)."""
@@ -283,7 +291,7 @@ class IngestPipeline:
             state.committed += 1
         for state in touched.values():
             if state.finished:
-                self._finish(state, source)
+                await self._finish(state, source)
 
     async def _write_once(self, docs: list[Document], ids: list[str], chunks: list[Chunk],
                           vectors: np.ndarray | None, titles: dict[str, str], paths: dict[str, str]) -> None:
@@ -323,43 +331,44 @@ class IngestPipeline:
 
     # ------------------------------------------------------------------ outcomes
 
-    def _finish_unchanged(self, state: _SourceState, source: JobSource, touch: bool = False) -> None:
-        rec = self.stores.meta.get_source(state.src.uri)
+    async def _finish_unchanged(self, state: _SourceState, source: JobSource, touch: bool = False) -> None:
+        rec = await self._io(self.stores.meta.get_source, state.src.uri)
         n = rec.n_documents if rec else 0
         self.summary.unchanged += n
         self.summary.unchanged_sources += 1
         self.progress.unchanged(n)
         if touch and rec is not None:  # content same, mtime changed: remember the new stat
-            self.stores.meta.put_source(SourceRecord(
+            await self._io(self.stores.meta.put_source, SourceRecord(
                 uri=rec.uri, content_hash=rec.content_hash, size=state.src.size, mtime=state.src.mtime,
                 status="committed", n_documents=rec.n_documents, updated_at=time.time()))
         self._finished.add(state.src.uri)
         source.committed(state.src)
 
-    def _fail_source(self, state: _SourceState, source: JobSource, reason: str) -> None:
+    async def _fail_source(self, state: _SourceState, source: JobSource, reason: str) -> None:
         self.summary.failed.append((state.src.path, _strip_path(reason, state.src.path)))
-        self.stores.meta.mark_failed(state.src.uri, state.src.uri, reason)
-        self.stores.meta.put_source(SourceRecord(
+        await self._io(self.stores.meta.mark_failed, state.src.uri, state.src.uri, reason)
+        await self._io(self.stores.meta.put_source, SourceRecord(
             uri=state.src.uri, content_hash="", size=state.src.size, mtime=state.src.mtime, status="failed",
             error=reason, updated_at=time.time()))
         self._finished.add(state.src.uri)
         source.failed(state.src, reason)
 
-    def _finish(self, state: _SourceState, source: JobSource) -> None:
+    async def _finish(self, state: _SourceState, source: JobSource) -> None:
         if state.src.uri in self._finished:
             return
         assert state.plan is not None
         if state.error:
-            return self._fail_source(state, source, state.error)
+            return await self._fail_source(state, source, state.error)
         for uri, reason in state.failures:
             self.summary.failed.append((uri, _strip_path(reason, uri)))
-            self.stores.meta.mark_failed(uri, state.src.uri, reason)
+            await self._io(self.stores.meta.mark_failed, uri, state.src.uri, reason)
         # Entries that vanished from a collection file since the last run leave every store.
-        gone = [d for d in self.stores.meta.document_hashes(state.src.uri) if d not in state.seen_docs]
+        known = await self._io(self.stores.meta.document_hashes, state.src.uri)
+        gone = [d for d in known if d not in state.seen_docs]
         if gone:
-            self.summary.removed += delete_everywhere(self.stores, gone)
+            self.summary.removed += await self._io(delete_everywhere, self.stores, gone)
         status = "committed" if not state.failures else "partial"
-        self.stores.meta.put_source(SourceRecord(
+        await self._io(self.stores.meta.put_source, SourceRecord(
             uri=state.src.uri, content_hash=state.plan.content_hash if not state.failures else "",
             size=state.src.size, mtime=state.src.mtime, status=status,
             error="; ".join(r for _, r in state.failures[:3]), n_documents=len(state.seen_docs),
@@ -399,8 +408,14 @@ def delete_everywhere(stores: StoreSet, doc_ids: list[str]) -> int:
     return stores.meta.delete_documents(doc_ids)
 
 
-def _iterate(source: JobSource) -> Iterable[SourceFile]:
-    return iter(source)
+async def _iterate(source: JobSource) -> AsyncIterator[SourceFile]:
+    """A source may be async-iterable (a queue consumer that waits on the network) or a plain iterable."""
+    if hasattr(source, "__aiter__"):
+        async for src in source:
+            yield src
+    else:
+        for src in source:
+            yield src
 
 
 def _doc_id_of(uri: str) -> str:

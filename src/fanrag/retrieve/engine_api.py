@@ -2,11 +2,12 @@
 rerank -> lost-in-the-middle order -> answer.
 
 Fan-out: the branches (dense, bm25, subqueries, graph) are independent, so they start together as
-asyncio tasks, and every blocking call inside them (ONNX embedding, hnswlib shard search, tantivy,
-SQLite) runs in a dedicated thread pool. Those libraries release the GIL in native code, so the
-branches really overlap and the fan-out costs about the slowest branch, not the sum (``--explain`` and
-``bench/retrieval.py`` show it). Each branch has a timeout; a branch that fails or times out is left out
-of the merge and reported, and the query still answers.
+asyncio tasks, each running in a thread of a dedicated pool; the dense branches fan out again, one
+search per vector shard, and merge the shards' local top-k. ONNX Runtime, hnswlib, tantivy and SQLite
+release the GIL in native code, so the branches really overlap and the fan-out costs about the slowest
+branch, not the sum (``--explain`` and ``bench/retrieval.py`` show it); the Python parts (PRF, entity
+extraction) still take turns on the GIL. Each branch has a timeout; a branch that fails or times out is
+left out of the merge and reported, and the query still answers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import functools
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -81,9 +82,10 @@ class Retriever:
         self.generator = generator or create_generator(settings.llm)
         self._owned: list[Any] = []  # what ``open`` created and ``close`` must close
         shards = getattr(stores.vectors, "n_shards", 1) if stores.vectors is not None else 1
-        # Enough threads for every branch plus one search per shard for the query and 5 sub-queries,
-        # so no branch waits for a free thread.
-        self._pool = ThreadPoolExecutor(max_workers=4 + 6 * shards, thread_name_prefix="fanrag-query")
+        # Branch bodies (and the other blocking calls) run in _pool, sized for a few concurrent queries;
+        # shard searches run in _leaves, sized so one query's shards (and its sub-queries') overlap.
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fanrag-query")
+        self._leaves = ThreadPoolExecutor(max_workers=max(2, 2 * shards), thread_name_prefix="fanrag-shard")
 
     @classmethod
     def open(cls, settings: Settings) -> Retriever:
@@ -133,68 +135,81 @@ class Retriever:
         return out
 
     # ---------------------------------------------------------------------------------------- branches
+    # Each branch runs start to finish in one pool thread. Its steps depend on each other, so handing
+    # every step back to the event loop would only add wake-ups, each waiting for a busy loop. The dense
+    # branches fan their shard searches out from that thread into a second pool that only runs leaf
+    # searches (they never wait on anything), so concurrent queries cannot deadlock the pools.
 
-    async def _search_vectors(self, vec: np.ndarray, k: int, parallel: bool) -> list[ScoredId]:
+    def _search_vectors(self, vecs: np.ndarray, k: int, parallel: bool) -> list[list[ScoredId]]:
+        """Global top-k for each row of ``vecs``: every shard's local top-k (concurrently), merged."""
         vs = self.stores.vectors
-        parts = await self._all([self._thread(vs.search_shard, s, vec, k) for s in range(vs.n_shards)], parallel)
-        return merge_shards(parts, k)
+        n = vs.n_shards
+        jobs = [(row, shard) for row in range(len(vecs)) for shard in range(n)]
+        if parallel and len(jobs) > 1:
+            futures = [self._leaves.submit(vs.search_shard, shard, vecs[row], k) for row, shard in jobs]
+            parts = [f.result() for f in futures]
+        else:
+            parts = [vs.search_shard(shard, vecs[row], k) for row, shard in jobs]
+        return [merge_shards(parts[row * n:(row + 1) * n], k) for row in range(len(vecs))]
 
-    async def _dense(self, t: TransformResult, k: int, parallel: bool) -> BranchOutput:
-        vec = await self._thread(self.embedder.embed_query, t.normalized)
-        return [RankedList("dense", "dense", t.normalized, await self._search_vectors(vec, k, parallel))], STATUS_OK
+    def _dense(self, t: TransformResult, k: int, parallel: bool, trace: list[str]) -> BranchOutput:
+        vec = self.embedder.embed_query(t.normalized)
+        return [RankedList("dense", "dense", t.normalized, self._search_vectors(vec[None, :], k, parallel)[0])], \
+            STATUS_OK
 
-    async def _subqueries(self, t: TransformResult, k: int, parallel: bool) -> BranchOutput:
+    def _skip(self, name: str, t: TransformResult) -> str:
+        """Why a branch has nothing to do ('' if it has): decided on the loop, so it costs no thread."""
+        if name == "subqueries" and not t.extra_queries():
+            return "skipped: no sub-questions or rewrites"
+        if name == "graph" and (self.extractor is None or getattr(self.stores, "graph", None) is None):
+            return "skipped: no entity extractor or graph store"
+        return ""
+
+    def _subqueries(self, t: TransformResult, k: int, parallel: bool, trace: list[str]) -> BranchOutput:
         extra = t.extra_queries()
-        if not extra:
-            return [], "skipped: no sub-questions or rewrites"
-        mat = await self._thread(self.embedder.embed, extra)  # one batched forward pass for all of them
-        found = await self._all([self._search_vectors(mat[i], k, parallel) for i in range(len(extra))], parallel)
-        return [RankedList("subqueries", "subqueries", q, hits) for q, hits in zip(extra, found, strict=True)], STATUS_OK
+        mat = self.embedder.embed(extra)  # one batched forward pass for all of them
+        found = self._search_vectors(mat, k, parallel)
+        return [RankedList("subqueries", "subqueries", q, hits) for q, hits in zip(extra, found, strict=True)], \
+            STATUS_OK
 
-    async def _bm25(self, t: TransformResult, k: int, trace: list[str]) -> BranchOutput:
-        hits = await self._thread(self.stores.keywords.search, t.normalized, k)
+    def _bm25(self, t: TransformResult, k: int, parallel: bool, trace: list[str]) -> BranchOutput:
+        hits = self.stores.keywords.search(t.normalized, k)
         lists = [RankedList("bm25", "bm25", t.normalized, hits)]
         cfg = self.settings.retrieval
         if self.transformer.name != "none" and cfg.prf_terms > 0 and cfg.prf_docs > 0 and hits:
             # PRF depends on this search, so it runs here: the other branches never wait for it.
             top = hits[: cfg.prf_docs]
-            chunks = await self._thread(self.stores.meta.get_chunks, [h.chunk_id for h in top])
+            chunks = self.stores.meta.get_chunks([h.chunk_id for h in top])
             feedback = [(chunks[h.chunk_id].text, h.score) for h in top if h.chunk_id in chunks]
             expanded, weighted = prf_expand(t.normalized, feedback, cfg.prf_terms)
             if weighted:
                 trace.append("prf: " + " ".join(f"{w}({s:g})" for w, s in weighted))
-                lists.append(RankedList("bm25", "prf", expanded, await self._thread(self.stores.keywords.search,
-                                                                                    expanded, k)))
+                lists.append(RankedList("bm25", "prf", expanded, self.stores.keywords.search(expanded, k)))
         return lists, STATUS_OK
 
-    async def _graph(self, t: TransformResult, k: int, trace: list[str]) -> BranchOutput:
-        if self.extractor is None or getattr(self.stores, "graph", None) is None:
-            return [], "skipped: no entity extractor or graph store"
+    def _graph(self, t: TransformResult, k: int, parallel: bool, trace: list[str]) -> BranchOutput:
         graph = self.stores.graph
-        candidates = await self._thread(self.extractor.extract_query, t.normalized)
+        candidates = self.extractor.extract_query(t.normalized)
         # the extractor proposes names and n-grams; only those the graph holds are worth a traversal
-        names = await self._thread(graph.known_entities, candidates) if candidates else []
+        names = graph.known_entities(candidates) if candidates else []
         if not names:
             return [], "skipped: no known entities in the query"
         trace.append("graph: entities " + ", ".join(names))
-        hits = await self._thread(graph.chunks_for_entities, names, k, 1)
+        hits = graph.chunks_for_entities(names, k, 1)
         return [RankedList("graph", "graph", ", ".join(names), hits)], STATUS_OK
 
-    def _branch(self, name: str, t: TransformResult, k: int, parallel: bool,
-                trace: list[str]) -> Coroutine[Any, Any, BranchOutput]:
-        if name == "dense":
-            return self._dense(t, k, parallel)
-        if name == "subqueries":
-            return self._subqueries(t, k, parallel)
-        if name == "bm25":
-            return self._bm25(t, k, trace)
-        return self._graph(t, k, trace)
+    def _branch(self, name: str) -> Callable[[TransformResult, int, bool, list[str]], BranchOutput]:
+        return {"dense": self._dense, "subqueries": self._subqueries, "bm25": self._bm25, "graph": self._graph}[name]
 
-    async def _timed(self, name: str, work: Awaitable[BranchOutput], t0: float) -> tuple[list[RankedList],
-                                                                                          BranchTiming]:
+    async def _timed(self, name: str, args: tuple[TransformResult, int, bool, list[str]],
+                     t0: float) -> tuple[list[RankedList], BranchTiming]:
         start = _ms(t0)
+        skip = self._skip(name, args[0])
+        if skip:
+            return [], BranchTiming(start, _ms(t0), skip)
         try:
-            lists, status = await asyncio.wait_for(work, self.settings.retrieval.branch_timeout_s)
+            lists, status = await asyncio.wait_for(self._thread(self._branch(name), *args),
+                                                   self.settings.retrieval.branch_timeout_s)
         except TimeoutError:
             lists, status = [], STATUS_TIMEOUT
         except Exception as exc:  # one failing branch must not fail the query: it is dropped and reported
@@ -222,11 +237,15 @@ class Retriever:
         if not text.strip():
             raise QueryError("the query is empty")
         k = k or self.settings.retrieval.branch_k
-        t = await self._thread(self.transformer.transform, text)
+        # rules take ~0.1 ms of pure Python: a thread hop would cost more than it saves the loop
+        if getattr(self.transformer, "blocking", True):
+            t = await self._thread(self.transformer.transform, text)
+        else:
+            t = self.transformer.transform(text)
         transform_ms = _ms(t0)
         trace = list(t.trace)
         fan0 = time.perf_counter()
-        works = [self._timed(n, self._branch(n, t, k, parallel, trace), t0) for n in names]
+        works = [self._timed(n, (t, k, parallel, trace), t0) for n in names]
         outs = await self._all(works, parallel)
         fanout_ms = _ms(fan0)
         lists = [rl for out, _ in outs for rl in out]
@@ -325,6 +344,7 @@ class Retriever:
     def close(self) -> None:
         """Stop the thread pool; close the stores and embedder only if ``open`` created them."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._leaves.shutdown(wait=False, cancel_futures=True)
         for thing in self._owned:
             thing.close()
         self._owned = []

@@ -1,0 +1,11 @@
+"""Scale-out ingestion: document jobs on a broker, consumed by a pool of workers.
+
+``open_transport(url)`` gives a JobTransport (``redis://`` → Redis Streams); ``run_worker`` runs the
+ingestion pipeline over its job stream. Jobs are acknowledged only after every store committed them.
+"""
+
+from __future__ import annotations
+
+from .base import Job, JobStream, JobTransport, QueueStats, jobs_for, open_transport
+
+__all__ = ["Job", "JobStream", "JobTransport", "QueueStats", "jobs_for", "open_transport"]

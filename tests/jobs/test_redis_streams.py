@@ -1,0 +1,203 @@
+"""The Redis Streams transport on its own: a test plays the pipeline (iterates, then calls back)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fanrag.ingest.jobs import SourceFile
+from fanrag.jobs import jobs_for, open_transport
+from fanrag.jobs.redis_streams import RedisJobStream, RedisStreamsTransport
+from tests.servers.redis import start_redis
+
+from .conftest import write_docs
+
+
+def _transport(url: str) -> RedisStreamsTransport:
+    t = open_transport(url)
+    assert isinstance(t, RedisStreamsTransport)
+    return t
+
+
+async def _take(stream: RedisJobStream, n: int) -> list[SourceFile]:
+    """The first ``n`` jobs the stream hands out, then stop reading."""
+    got: list[SourceFile] = []
+    async for src in stream:
+        got.append(src)
+        if len(got) == n:
+            break
+    return got
+
+
+async def _abandon(stream: RedisJobStream, n: int) -> list[SourceFile]:
+    """Take ``n`` jobs and "die": no acknowledgement, no more heartbeats."""
+    got = await _take(stream, n)
+    await stream.aclose()
+    return got
+
+
+async def _consume(stream: RedisJobStream, outcome: dict[str, str]) -> list[SourceFile]:
+    """Play the pipeline: commit every job, or fail those named in ``outcome`` with that reason."""
+    seen = []
+    async for src in stream:
+        seen.append(src)
+        reason = outcome.get(Path(src.path).name)
+        stream.failed(src, reason) if reason else stream.committed(src)
+    await stream.aclose()
+    return seen
+
+
+def test_submitted_jobs_are_acked_only_when_committed(tmp_path: Path, queue_url: str) -> None:
+    async def main() -> None:
+        t = _transport(queue_url)
+        ids = await t.submit(jobs_for(write_docs(tmp_path, 3)))
+        assert len(ids) == 3
+        stream = t.source(concurrency=3, idle_exit=None)
+        got = await _take(stream, 3)
+        assert sorted(Path(s.path).name for s in got) == ["doc00.md", "doc01.md", "doc02.md"]
+        assert all(s.size > 0 and s.token for s in got)
+        before = await t.stats()
+        assert (before.submitted, before.waiting, before.in_flight, before.done) == (3, 0, 3, 0)
+        for s in got:
+            stream.committed(s)
+        await stream.aclose()
+        after = await t.stats()
+        assert (after.in_flight, after.done, after.dead) == (0, 3, 0)
+        await t.aclose()
+    asyncio.run(main())
+
+
+def test_failures_retry_with_more_attempts_then_go_to_the_dlq(tmp_path: Path, queue_url: str) -> None:
+    async def main() -> None:
+        t = _transport(queue_url)
+        await t.submit(jobs_for(write_docs(tmp_path, 2)))
+        seen = await _consume(t.source(concurrency=2, idle_exit=0.1), {"doc01.md": "doc01.md: corrupt"})
+        names = [Path(s.path).name for s in seen]
+        assert names.count("doc00.md") == 1
+        assert names.count("doc01.md") == 3  # max_attempts=3 in the test URL
+        stats = await t.stats()
+        assert (stats.done, stats.retried, stats.dead, stats.in_flight, stats.waiting) == (1, 2, 1, 0, 0)
+        [(job, reason)] = await t.dead_letters()
+        assert Path(job.path).name == "doc01.md" and job.attempts == 2 and reason == "doc01.md: corrupt"
+        await t.aclose()
+    asyncio.run(main())
+
+
+def test_a_dead_consumers_jobs_are_reclaimed_by_another(tmp_path: Path, queue_url: str) -> None:
+    async def main() -> None:
+        t = _transport(queue_url)
+        await t.submit(jobs_for(write_docs(tmp_path, 3)))
+        dead = t.source(concurrency=2, idle_exit=None, consumer="dead")
+        taken = await _abandon(dead, 2)
+        assert (await t.stats()).in_flight == 2
+        survivor = t.source(concurrency=2, idle_exit=0.1, consumer="survivor")
+        seen = await _consume(survivor, {})  # idle_exit waits until the group has nothing pending
+        assert sorted(s.uri for s in seen) == sorted({s.uri for s in taken} | {j.uri for j in jobs_for([tmp_path])})
+        stats = await t.stats()
+        assert (stats.done, stats.in_flight, stats.waiting) == (3, 0, 0)
+        await t.aclose()
+    asyncio.run(main())
+
+
+def test_the_same_file_submitted_again_while_in_flight_runs_once(tmp_path: Path, queue_url: str) -> None:
+    async def main() -> None:
+        t = _transport(queue_url)
+        [job] = jobs_for(write_docs(tmp_path, 1))
+        await t.submit([job])
+        stream = t.source(concurrency=4, idle_exit=0.1)
+        jobs = stream.__aiter__()
+        first = await anext(jobs)
+        await t.submit([job])  # again, while the first run is in flight
+        rest = asyncio.ensure_future(anext(jobs))
+        while (await t.stats()).waiting:  # until the worker has taken the duplicate
+            await asyncio.sleep(0.02)
+        stream.committed(first)
+        with pytest.raises(StopAsyncIteration):  # nothing more to run: the duplicate rode along
+            await rest
+        await stream.aclose()
+        stats = await t.stats()
+        assert (stats.done, stats.in_flight) == (2, 0)  # both entries acknowledged with the one run
+        await t.aclose()
+    asyncio.run(main())
+
+
+def test_stop_leaves_unfinished_jobs_pending_for_reclaim(tmp_path: Path, queue_url: str) -> None:
+    async def main() -> None:
+        t = _transport(queue_url)
+        await t.submit(jobs_for(write_docs(tmp_path, 2)))
+        stream = t.source(concurrency=1, idle_exit=None)
+        got = []
+        async for src in stream:
+            got.append(src)
+            stream.stop()  # SIGTERM: no more reads; the job in hand is not acknowledged by stopping
+        assert len(got) == 1
+        stats = await t.stats()
+        assert (stats.in_flight, stats.waiting, stats.done) == (1, 1, 0)
+        stream.committed(got[0])  # it finishes after the stop: acknowledged on commit
+        await stream.aclose()
+        assert (await t.stats()).done == 1
+        await t.aclose()
+    asyncio.run(main())
+
+
+def test_sync_iteration_is_refused(queue_url: str) -> None:
+    with pytest.raises(TypeError, match="async for"):
+        iter(_transport(queue_url).source())
+
+
+def test_a_job_whose_workers_keep_dying_goes_to_the_dlq(tmp_path: Path, redis_server: str) -> None:
+    url = f"{redis_server}?stream=t-{uuid.uuid4().hex[:10]}&max_attempts=3&reclaim_idle=0.05&block=0.05"
+
+    async def main() -> None:
+        t = _transport(url)
+        await t.submit(jobs_for(write_docs(tmp_path, 1)))
+        for name in ("w1", "w2", "w3"):  # each takes the job (read, then reclaimed) and "dies" on it
+            assert len(await _abandon(t.source(concurrency=1, consumer=name), 1)) == 1
+        assert await _consume(t.source(concurrency=1, idle_exit=0.1, consumer="w4"), {}) == []
+        [(job, reason)] = await t.dead_letters()
+        assert Path(job.path).name == "doc00.md" and "abandoned 3 times" in reason
+        stats = await t.stats()
+        assert (stats.dead, stats.in_flight, stats.done) == (1, 0, 0)
+        await t.aclose()
+    asyncio.run(main())
+
+
+def test_an_acknowledgement_waits_out_a_redis_restart(tmp_path: Path) -> None:
+    server = start_redis(tmp_path / "redis")  # append-only file: the stream survives the restart
+    try:
+        async def main() -> None:
+            t = _transport(f"{server.url}?stream=s&block=0.1")
+            await t.submit(jobs_for(write_docs(tmp_path / "docs", 1)))
+            stream = t.source(concurrency=1)
+            [src] = await _take(stream, 1)
+            server.stop()
+            stream.committed(src)  # the XACK fails, backs off and retries meanwhile
+            await asyncio.to_thread(server.start)
+            await stream.aclose()
+            assert stream.errors == []
+            stats = await t.stats()
+            assert (stats.done, stats.in_flight) == (1, 0)
+            await t.aclose()
+        asyncio.run(main())
+    finally:
+        server.stop()
+
+
+def test_a_live_consumers_long_job_is_not_reclaimed(tmp_path: Path, redis_server: str) -> None:
+    url = f"{redis_server}?stream=t-{uuid.uuid4().hex[:10]}&reclaim_idle=1.5"
+
+    async def main() -> None:
+        t = _transport(url)
+        await t.submit(jobs_for(write_docs(tmp_path, 1)))
+        busy = t.source(concurrency=1, consumer="busy")
+        [src] = await _take(busy, 1)
+        await asyncio.sleep(3.0)  # twice the reclaim time: only the heartbeat keeps the job fresh
+        assert (await t.reclaim("other", 10, "0-0"))[1] == []
+        busy.committed(src)
+        await busy.aclose()
+        assert (await t.stats()).done == 1
+        await t.aclose()
+    asyncio.run(main())
