@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 from ..errors import QueryError
 from ..settings import Settings
 from ..stores.base import ScoredId
+from ..stores.merge import merge_shards
 from ..types import Hit
 from .fusion import rrf
 from .generate import Answer, ExtractiveGenerator, Generator, OnToken, create_generator
@@ -51,16 +51,6 @@ def display_source(source: str) -> str:
         parts = urlsplit(source)
         return unquote(parts.path) + (f"#{parts.fragment}" if parts.fragment else "")
     return source
-
-
-def merge_shards(parts: Sequence[Sequence[ScoredId]], k: int) -> list[ScoredId]:
-    """Global top-k from each shard's local top-k: best score per chunk id, highest first."""
-    best: dict[str, ScoredId] = {}
-    for part in parts:
-        for s in part:
-            if s.chunk_id not in best or s.score > best[s.chunk_id].score:
-                best[s.chunk_id] = s
-    return heapq.nlargest(k, best.values(), key=lambda s: s.score)
 
 
 class Retriever:
