@@ -21,7 +21,7 @@ from .loaders.base import Part
 if TYPE_CHECKING:
     from ..graph.extract import EntityExtractor
 
-SPLITTABLE = {"pdf": "pdf", "jsonl": "jsonl"}
+SPLITTABLE = frozenset({"pdf", "jsonl"})  # formats whose units (pages, lines) fan out
 
 
 @dataclass(frozen=True, slots=True)
