@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from fanrag.embed.http import HttpEmbedder, endpoint_url
 from fanrag.errors import EmbeddingError
 from fanrag.limits.backoff import RetryPolicy
 from fanrag.settings import EmbedSettings
+from tests.jsonhttp import JsonHandler
 
 FAST = RetryPolicy(max_retries=3, base_s=0.01, cap_s=0.05)
 
@@ -37,12 +37,9 @@ class Script:
 
 
 def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:  # keep test output clean
-            pass
-
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            body = self.read_json()
             script.requests.append({"path": self.path, **body})
             script.auth.append(self.headers.get("authorization"))
             script.times.append(time.monotonic())
@@ -54,16 +51,6 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             data = [{"object": "embedding", "index": i, "embedding": raw_vector(t)}
                     for i, t in enumerate(body["input"])][::-1]
             self._send(200, {"object": "list", "data": data, "model": body["model"]})
-
-        def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-            raw = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(raw)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(raw)
 
     return Handler
 

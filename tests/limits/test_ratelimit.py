@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import math
 import multiprocessing
 import threading
@@ -32,6 +31,7 @@ from fanrag.limits.ratelimit import (
     refill_and_take,
 )
 from fanrag.settings import EmbedSettings
+from tests.jsonhttp import JsonHandler
 from tests.servers.redis import redis_server  # noqa: F401 - the session fixture
 
 
@@ -200,28 +200,15 @@ class Window:
 
 
 def _handler(window: Window) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            body = self.read_json()
             retry_after = window.admit()
             if retry_after is not None:
                 self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": f"{retry_after:.3f}"})
                 return
             data = [{"index": i, "embedding": raw_vector(t)} for i, t in enumerate(body["input"])]
             self._send(200, {"object": "list", "data": data, "model": body["model"]})
-
-        def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-            raw = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(raw)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(raw)
 
     return Handler
 

@@ -9,8 +9,8 @@ import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..embed.base import Tokenizer, TokenizerSpec, load_tokenizer
 from ..errors import FanragError, LoadError
@@ -108,7 +108,7 @@ def process_part(job: PartJob, cfg: WorkConfig) -> PartResult:
     res = PartResult(job=job)
     src = job.plan.source
     try:
-        docs = loaders.load(Path(src.path), uri=_doc_uri(job), part=job.part, password=src.password)
+        docs = loaders.load(Path(src.path), uri=src.uri, part=job.part, password=src.password)
     except FanragError as exc:
         res.error = _one_line(exc, src.path)
         return _done(res, t0)
@@ -130,10 +130,6 @@ def process_part(job: PartJob, cfg: WorkConfig) -> PartResult:
         res.pieces.append(Piece(job.plan, doc, chunks, job.index if split else 0,
                                 len(job.plan.parts) if split else 1))
     return _done(res, t0)
-
-
-def _doc_uri(job: PartJob) -> str:
-    return job.plan.source.uri
 
 
 def _chunk(doc: Document, cfg: WorkConfig) -> list[Chunk]:
