@@ -61,8 +61,7 @@ class Engine:
 
         source = paths if isinstance(paths, JobSource) else PathSource(
             paths, password=password, exclude=[self.settings.home])
-        workers = self.settings.pipeline.workers or self.settings.cores
-        executor = create_executor(self.settings.pipeline.executor, self.embedder, workers)
+        executor = create_executor(self.settings, self.embedder)
         try:
             pipeline = IngestPipeline(self.settings, self.stores, self.embedder, executor, progress)
             return await pipeline.arun(source, prune=prune)

@@ -92,6 +92,9 @@ class StoreSettings:
     keywords: str = ""
     blobs: str = ""
     graph: str = ""
+    # A Redis URL: vector writes are buffered there and flushed to the vector store in large batches
+    # (``?key=fanrag:vbuf&flush_batch=4096&flush_age=2``; see fanrag.stores.buffer). Empty = no buffer.
+    vector_buffer: str = ""
     entity_extractor: str = "rules"  # rules | spacy | none
 
     def validate(self) -> None:
@@ -102,7 +105,8 @@ class StoreSettings:
 @dataclass(frozen=True)
 class PipelineSettings:
     workers: int = 0  # load/chunk processes; 0 = number of cores
-    executor: str = "local"
+    executor: str = "local"  # local | ray | ray:ADDRESS | ray://HOST:PORT
+    embed_actors: int = 0  # ray: embedder actors; 0 = one per 2 CPUs of the cluster
     pdf_page_threshold: int = 64  # PDFs with more pages fan out by page range
     pages_per_range: int = 32
     jsonl_docs_per_job: int = 256  # a JSONL collection fans out in slices of this many lines
@@ -112,6 +116,7 @@ class PipelineSettings:
 
     def validate(self) -> None:
         _check(self.workers >= 0, "workers", "must be >= 0")
+        _check(self.embed_actors >= 0, "embed_actors", "must be >= 0")
         _check(self.pdf_page_threshold >= 1, "pdf_page_threshold", "must be >= 1")
         _check(self.pages_per_range >= 1, "pages_per_range", "must be >= 1")
         _check(self.jsonl_docs_per_job >= 1, "jsonl_docs_per_job", "must be >= 1")
@@ -290,7 +295,8 @@ def _merge(into: dict[str, dict[str, Any]], data: dict[str, Any], origin: str) -
 
 
 # Aliases for the URL-style variables the docs show (FANRAG_VECTORS=pgvector://...).
-_ENV_ALIASES = {f"FANRAG_{k.upper()}": ("stores", k) for k in ("meta", "vectors", "keywords", "blobs", "graph")}
+_ENV_ALIASES = {f"FANRAG_{k.upper()}": ("stores", k)
+                for k in ("meta", "vectors", "keywords", "blobs", "graph", "vector_buffer")}
 
 
 def _from_env(env: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -153,3 +153,17 @@ def test_pdf_overrides_and_page_slicing(tmp_path: Path) -> None:
         pytest.skip("example PDF missing")
     out = bench_pdf.first_pages(src, 5, tmp_path / "five.pdf")
     assert bench_pdf.page_count(out) == 5
+
+
+def test_stores_and_scaleout_corpus_slicing(tmp_path: Path) -> None:
+    import scaleout
+    import stores
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "title": f"T{i}", "text": f"body {i}"}) + "\n"
+                              for i in range(5)))
+    sub = stores.subset(corpus, 3, tmp_path / "sub.jsonl")
+    assert [json.loads(x)["_id"] for x in sub.read_text().splitlines()] == ["d0", "d1", "d2"]
+    files = scaleout.write_files(corpus, 2, tmp_path / "docs")
+    assert sorted(p.name for p in files.iterdir()) == ["d0.txt", "d1.txt"]
+    assert (files / "d1.txt").read_text() == "T1\n\nbody 1\n"

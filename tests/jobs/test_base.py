@@ -39,7 +39,7 @@ def test_jobs_for_expands_directories_one_job_per_file(tmp_path: Path) -> None:
 
 def test_unknown_scheme_is_a_config_error_naming_the_field() -> None:
     with pytest.raises(ConfigError, match="unknown scheme") as info:
-        open_transport("kafka://127.0.0.1:9092/ingest-jobs")
+        open_transport("nats://127.0.0.1:4222/ingest-jobs")
     assert info.value.field == "jobs.queue"
 
 
@@ -60,7 +60,7 @@ def test_cli_rejects_an_unknown_queue_scheme_as_a_usage_error(tmp_path: Path) ->
     from fanrag.cli import cli
 
     (tmp_path / "a.md").write_text("a")
-    result = CliRunner().invoke(cli, ["submit", str(tmp_path / "a.md"), "--queue", "kafka://h:9092/t"])
+    result = CliRunner().invoke(cli, ["submit", str(tmp_path / "a.md"), "--queue", "nats://h:4222/t"])
     assert result.exit_code == 2
     assert "jobs.queue" in result.output and "unknown scheme" in result.output
 

@@ -14,6 +14,7 @@ from fanrag.jobs.redis_streams import RedisJobStream, RedisStreamsTransport
 from tests.servers.redis import start_redis
 
 from .conftest import write_docs
+from .helpers import consume, take
 
 
 def _transport(url: str) -> RedisStreamsTransport:
@@ -22,32 +23,11 @@ def _transport(url: str) -> RedisStreamsTransport:
     return t
 
 
-async def _take(stream: RedisJobStream, n: int) -> list[SourceFile]:
-    """The first ``n`` jobs the stream hands out, then stop reading."""
-    got: list[SourceFile] = []
-    async for src in stream:
-        got.append(src)
-        if len(got) == n:
-            break
-    return got
-
-
 async def _abandon(stream: RedisJobStream, n: int) -> list[SourceFile]:
     """Take ``n`` jobs and "die": no acknowledgement, no more heartbeats."""
-    got = await _take(stream, n)
+    got = await take(stream, n)
     await stream.aclose()
     return got
-
-
-async def _consume(stream: RedisJobStream, outcome: dict[str, str]) -> list[SourceFile]:
-    """Play the pipeline: commit every job, or fail those named in ``outcome`` with that reason."""
-    seen = []
-    async for src in stream:
-        seen.append(src)
-        reason = outcome.get(Path(src.path).name)
-        stream.failed(src, reason) if reason else stream.committed(src)
-    await stream.aclose()
-    return seen
 
 
 def test_submitted_jobs_are_acked_only_when_committed(tmp_path: Path, queue_url: str) -> None:
@@ -56,7 +36,7 @@ def test_submitted_jobs_are_acked_only_when_committed(tmp_path: Path, queue_url:
         ids = await t.submit(jobs_for(write_docs(tmp_path, 3)))
         assert len(ids) == 3
         stream = t.source(concurrency=3, idle_exit=None)
-        got = await _take(stream, 3)
+        got = await take(stream, 3)
         assert sorted(Path(s.path).name for s in got) == ["doc00.md", "doc01.md", "doc02.md"]
         assert all(s.size > 0 and s.token for s in got)
         before = await t.stats()
@@ -74,7 +54,7 @@ def test_failures_retry_with_more_attempts_then_go_to_the_dlq(tmp_path: Path, qu
     async def main() -> None:
         t = _transport(queue_url)
         await t.submit(jobs_for(write_docs(tmp_path, 2)))
-        seen = await _consume(t.source(concurrency=2, idle_exit=0.1), {"doc01.md": "doc01.md: corrupt"})
+        seen = await consume(t.source(concurrency=2, idle_exit=0.1), {"doc01.md": "doc01.md: corrupt"})
         names = [Path(s.path).name for s in seen]
         assert names.count("doc00.md") == 1
         assert names.count("doc01.md") == 3  # max_attempts=3 in the test URL
@@ -94,7 +74,7 @@ def test_a_dead_consumers_jobs_are_reclaimed_by_another(tmp_path: Path, queue_ur
         taken = await _abandon(dead, 2)
         assert (await t.stats()).in_flight == 2
         survivor = t.source(concurrency=2, idle_exit=0.1, consumer="survivor")
-        seen = await _consume(survivor, {})  # idle_exit waits until the group has nothing pending
+        seen = await consume(survivor, {})  # idle_exit waits until the group has nothing pending
         assert sorted(s.uri for s in seen) == sorted({s.uri for s in taken} | {j.uri for j in jobs_for([tmp_path])})
         stats = await t.stats()
         assert (stats.done, stats.in_flight, stats.waiting) == (3, 0, 0)
@@ -156,7 +136,7 @@ def test_a_job_whose_workers_keep_dying_goes_to_the_dlq(tmp_path: Path, redis_se
         await t.submit(jobs_for(write_docs(tmp_path, 1)))
         for name in ("w1", "w2", "w3"):  # each takes the job (read, then reclaimed) and "dies" on it
             assert len(await _abandon(t.source(concurrency=1, consumer=name), 1)) == 1
-        assert await _consume(t.source(concurrency=1, idle_exit=0.1, consumer="w4"), {}) == []
+        assert await consume(t.source(concurrency=1, idle_exit=0.1, consumer="w4"), {}) == []
         [(job, reason)] = await t.dead_letters()
         assert Path(job.path).name == "doc00.md" and "abandoned 3 times" in reason
         stats = await t.stats()
@@ -172,7 +152,7 @@ def test_an_acknowledgement_waits_out_a_redis_restart(tmp_path: Path) -> None:
             t = _transport(f"{server.url}?stream=s&block=0.1")
             await t.submit(jobs_for(write_docs(tmp_path / "docs", 1)))
             stream = t.source(concurrency=1)
-            [src] = await _take(stream, 1)
+            [src] = await take(stream, 1)
             server.stop()
             stream.committed(src)  # the XACK fails, backs off and retries meanwhile
             await asyncio.to_thread(server.start)
@@ -193,7 +173,7 @@ def test_a_live_consumers_long_job_is_not_reclaimed(tmp_path: Path, redis_server
         t = _transport(url)
         await t.submit(jobs_for(write_docs(tmp_path, 1)))
         busy = t.source(concurrency=1, consumer="busy")
-        [src] = await _take(busy, 1)
+        [src] = await take(busy, 1)
         await asyncio.sleep(3.0)  # twice the reclaim time: only the heartbeat keeps the job fresh
         assert (await t.reclaim("other", 10, "0-0"))[1] == []
         busy.committed(src)

@@ -6,32 +6,19 @@ import asyncio
 from pathlib import Path
 
 from fanrag.engine import Engine
-from fanrag.ingest.summary import IngestSummary
-from fanrag.jobs import Job, QueueStats, jobs_for, open_transport
+from fanrag.jobs import jobs_for
 from fanrag.jobs.worker import run_worker
 from tests.conftest import make_settings
 
 from .conftest import committed_sources, write_docs, write_poison
-
-Outcome = tuple[IngestSummary, QueueStats, list[tuple[Job, str]]]
-
-
-def _run(home: Path, url: str, concurrency: int = 2) -> Outcome:
-    async def main() -> Outcome:
-        t = open_transport(url)
-        with Engine.open(settings=make_settings(home, pipeline={"workers": 1})) as engine:
-            summary = await run_worker(engine, t, idle_exit=0.2, handle_signals=False, concurrency=concurrency)
-        stats, dead = await t.stats(), await t.dead_letters()
-        await t.aclose()
-        return summary, stats, dead
-    return asyncio.run(main())
+from .helpers import run_worker_once, submit_jobs
 
 
 def test_one_worker_ingests_every_file_once_and_dead_letters_the_poison(tmp_path: Path, queue_url: str) -> None:
     docs = write_docs(tmp_path / "docs", 4)
     poison = write_poison(tmp_path / "docs")
-    asyncio.run(_submit(queue_url, [*docs, poison]))
-    summary, stats, dead = _run(tmp_path / "home", queue_url, concurrency=3)
+    asyncio.run(submit_jobs(queue_url, [*docs, poison]))
+    summary, stats, dead = run_worker_once(tmp_path / "home", queue_url, concurrency=3)
     assert summary.ok == 4
     assert committed_sources(tmp_path / "home") == sorted(j.uri for j in jobs_for(docs))
     assert (stats.submitted, stats.done, stats.retried, stats.dead) == (5, 4, 2, 1)
@@ -42,19 +29,13 @@ def test_one_worker_ingests_every_file_once_and_dead_letters_the_poison(tmp_path
 
 def test_a_second_run_over_resubmitted_files_acks_them_unchanged(tmp_path: Path, queue_url: str) -> None:
     docs = write_docs(tmp_path / "docs", 2)
-    asyncio.run(_submit(queue_url, docs))
-    _run(tmp_path / "home", queue_url)
-    asyncio.run(_submit(queue_url, docs))
-    summary, stats, _ = _run(tmp_path / "home", queue_url)
+    asyncio.run(submit_jobs(queue_url, docs))
+    run_worker_once(tmp_path / "home", queue_url)
+    asyncio.run(submit_jobs(queue_url, docs))
+    summary, stats, _ = run_worker_once(tmp_path / "home", queue_url)
     assert (summary.ok, summary.unchanged) == (0, 2)
     assert (stats.done, stats.in_flight) == (4, 0)
     assert committed_sources(tmp_path / "home") == sorted(j.uri for j in jobs_for(docs))
-
-
-async def _submit(url: str, paths: list[Path]) -> None:
-    t = open_transport(url)
-    await t.submit(jobs_for(paths))
-    await t.aclose()
 
 
 def test_an_unreachable_broker_is_a_job_error_not_a_task_group_traceback(tmp_path: Path) -> None:

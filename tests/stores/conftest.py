@@ -2,7 +2,7 @@
 
 A server backend adds its name to ``BACKENDS`` and a branch to each factory (skipping when its
 server is not reachable); every test in tests/stores then runs against it too. "postgres" serves the
-metadata store (PostgresMetaStore) and vectors (PgVectorStore) from a throwaway PostgreSQL server
+metadata store (PostgresMetaStore), vectors (PgVectorStore) and keywords (PgKeywordStore) from a throwaway PostgreSQL server
 (tests/servers/postgres.py), one empty database per test; the other kinds stay embedded under it.
 """
 
@@ -19,7 +19,7 @@ from tests.servers.postgres import pg_database, pg_server  # noqa: F401 - fixtur
 from tests.servers.s3 import s3_bucket_url, s3_server  # noqa: F401 - fixtures
 
 BACKENDS = ["embedded", "postgres", "s3", "falkordb"]
-_SERVED = {"postgres": {"meta", "vectors"}, "s3": {"blobs"}, "falkordb": {"graph"}}  # kinds a server backend provides; "embedded" has them all
+_SERVED = {"postgres": {"meta", "vectors", "keywords"}, "s3": {"blobs"}, "falkordb": {"graph"}}  # kinds a server backend provides; "embedded" has them all
 
 
 def _skip_unless_served(backend: str, kind: str) -> None:
@@ -62,11 +62,18 @@ def open_vectors(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 
 
 @pytest.fixture
-def open_keywords(backend: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+def open_keywords(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
     _skip_unless_served(backend, "keywords")
     opened: list[Any] = []
+    dsn = request.getfixturevalue("pg_database") if backend == "postgres" else ""
 
     def factory(read_only: bool = False) -> Any:
+        if dsn:
+            from fanrag.stores.pg_keywords import PgKeywordStore
+
+            pg = PgKeywordStore(dsn, read_only=read_only)
+            opened.append(pg)
+            return pg
         from fanrag.stores.bm25 import TantivyKeywordStore
 
         store = TantivyKeywordStore(tmp_path / "bm25", read_only=read_only)

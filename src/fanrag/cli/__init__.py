@@ -22,6 +22,7 @@ _COMMANDS = {
     "submit": "fanrag.cli.jobs:submit",
     "worker": "fanrag.cli.jobs:worker",
     "jobs": "fanrag.cli.jobs:jobs",
+    "celery-ingest": "fanrag.cli.celery_cmd:celery_ingest",
 }
 
 

@@ -10,7 +10,7 @@ import click
 
 from ..engine import Engine
 from ..ingest.summary import IngestSummary
-from .options import home_option, json_option
+from .options import executor_option, home_option, json_option, pipeline_overrides
 
 
 class _RichProgress:
@@ -68,19 +68,19 @@ def _stderr_console():  # noqa: ANN202
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @home_option
 @click.option("--workers", type=int, default=None, help="Load/chunk processes (default: number of cores).")
+@executor_option
 @click.option("--prune", is_flag=True, help="Also remove documents whose source file is gone.")
 @click.option("--password", default=None, help="Password for encrypted PDFs.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @json_option
-def ingest(paths: tuple[str, ...], home: str | None, workers: int | None, prune: bool, password: str | None,
-           quiet: bool, as_json: bool) -> None:
+def ingest(paths: tuple[str, ...], home: str | None, workers: int | None, executor: str | None, prune: bool,
+           password: str | None, quiet: bool, as_json: bool) -> None:
     """Ingest files and directories (PDF, HTML, Markdown, text, DOCX, JSONL collections).
 
     Unchanged documents are skipped, changed ones replaced in every store; a killed run resumes where
     it stopped when started again. Exits 1 if any file failed (every good file is still committed).
     """
-    overrides = {"pipeline": {"workers": workers}} if workers is not None else None
-    with Engine.open(home, overrides=overrides) as engine:
+    with Engine.open(home, overrides=pipeline_overrides(workers, executor)) as engine:
         show = not quiet and not as_json and sys.stderr.isatty()
         if show:
             with _RichProgress() as progress:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .options import home_option, json_option
+from .options import executor_option, home_option, json_option, pipeline_overrides
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -51,14 +51,14 @@ async def _submit(queue: str, jobs: list[Job]) -> list[str]:
 @click.option("--idle-exit", type=click.FloatRange(min=0), default=None,
               help="Exit once the queue has been drained for this many seconds (default: run until SIGTERM).")
 @click.option("--workers", type=int, default=None, help="Load/chunk processes (default: number of cores).")
+@executor_option
 @json_option
 def worker(queue: str, home: str | None, concurrency: int, idle_exit: float | None, workers: int | None,
-           as_json: bool) -> None:
+           executor: str | None, as_json: bool) -> None:
     """Ingest queued jobs into the index at --home. SIGTERM stops reading and lets jobs in flight finish."""
     from ..engine import Engine
 
-    overrides = {"pipeline": {"workers": workers}} if workers is not None else None
-    with Engine.open(home, overrides=overrides) as engine:
+    with Engine.open(home, overrides=pipeline_overrides(workers, executor)) as engine:
         summary = asyncio.run(_work(engine, queue, concurrency, idle_exit))
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
@@ -83,24 +83,28 @@ async def _work(engine: Engine, queue: str, concurrency: int, idle_exit: float |
 @click.option("--dead", "show_dead", is_flag=True, help="Also list dead-lettered jobs with their reasons.")
 @json_option
 def jobs(queue: str, show_dead: bool, as_json: bool) -> None:
-    """Show the queue: waiting (lag), in flight, done, retried, dead-lettered."""
-    stats, dead = asyncio.run(_stats(queue, show_dead))
+    """Show the queue: waiting (lag), in flight, done, retried, dead-lettered (and lag per partition)."""
+    stats, lag, dead = asyncio.run(_stats(queue, show_dead))
     if as_json:
-        out = stats.to_dict() | ({"dead_letters": [{"path": j.path, "attempts": j.attempts + 1, "reason": r}
-                                                  for j, r in dead]} if show_dead else {})
+        out = stats.to_dict() | ({"lag_by_partition": {str(p): n for p, n in lag.items()}} if lag is not None else {})
+        out |= ({"dead_letters": [{"path": j.path, "attempts": j.attempts + 1, "reason": r}
+                                  for j, r in dead]} if show_dead else {})
         click.echo(json.dumps(out))
         return
     for key, value in stats.to_dict().items():
         click.echo(f"{key:>10}: {value}")
+    if lag is not None:
+        click.echo(f"{'lag':>10}: " + ", ".join(f"p{p}={n}" for p, n in sorted(lag.items())))
     for job, reason in dead:
         click.echo(f"DEAD {job.path}: {reason}", err=True)
 
 
-async def _stats(queue: str, show_dead: bool) -> tuple[QueueStats, list[tuple[Job, str]]]:
+async def _stats(queue: str, show_dead: bool) -> tuple[QueueStats, dict[int, int] | None, list[tuple[Job, str]]]:
     from ..jobs import open_transport
 
     transport = open_transport(queue)
     try:
-        return await transport.stats(), (await transport.dead_letters() if show_dead else [])
+        lag = await transport.lag() if hasattr(transport, "lag") else None  # partitioned queues (Kafka)
+        return await transport.stats(), lag, (await transport.dead_letters() if show_dead else [])
     finally:
         await transport.aclose()

@@ -3,23 +3,29 @@
 ``map_cpu`` runs a picklable function (planning, load/chunk) somewhere else: a process pool here, Ray
 tasks or Celery workers elsewhere. ``embed`` runs the embedder: a thread here (ONNX Runtime releases
 the GIL), an actor pool on Ray. Everything else (queues, batching, multi-store writes, commit) is the
-same code for every executor, which is why their outputs are identical.
+same code for every executor, which is why their outputs are identical. (Except int8 vectors: the int8
+model quantises activations per batch and the embed stage batches whatever is queued, so they vary by
+up to ~0.02 from run to run on any executor; fp32 vectors do not.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from ..embed.base import Embedder
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 T = TypeVar("T")
 
@@ -32,6 +38,9 @@ class WorkerCrashed(RuntimeError):
 class Executor(Protocol):
     name: str
     workers: int
+    # Embed calls the pipeline keeps in flight at once: 1 where one embedder already uses every core
+    # (local), the actor count where several embedders run side by side (Ray).
+    embed_slots: int
 
     async def map_cpu(self, fn: Callable[..., T], *args: Any) -> T: ...
 
@@ -44,6 +53,7 @@ class LocalExecutor:
     """A process pool for CPU stages and the embedder in a thread, on this machine."""
 
     name = "local"
+    embed_slots = 1  # ONNX Runtime spreads one batch over all cores: a second call would only compete
 
     def __init__(self, embedder: Embedder, workers: int) -> None:
         self.workers = workers
@@ -72,14 +82,40 @@ class LocalExecutor:
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         return await asyncio.to_thread(self._embedder.embed, list(texts))
 
+    @classmethod
+    def from_settings(cls, settings: Settings, embedder: Embedder, address: str = "") -> LocalExecutor:
+        if address:
+            raise ConfigError("pipeline.executor", f"the local executor takes no address (got {address!r})")
+        return cls(embedder, settings.pipeline.workers or settings.cores)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
 
-def create_executor(name: str, embedder: Embedder, workers: int) -> Executor:
-    """Executors by name; optional ones are imported only when asked for."""
-    if name == "local":
-        return LocalExecutor(embedder, workers)
-    raise ConfigError("pipeline.executor", f"unknown executor {name!r}; available: local")
+# Executor kinds by the part of ``pipeline.executor`` before the first ":"; each class is imported only when
+# asked for and built by ``from_settings(settings, embedder, address)``.
+EXECUTORS: dict[str, tuple[str, str]] = {
+    "local": ("fanrag.ingest.executor", "LocalExecutor"),
+    "ray": ("fanrag.ingest.ray_executor", "RayExecutor"),
+}
+_FORMS = "local, ray (RAY_ADDRESS or a local Ray), ray:ADDRESS, ray://HOST:PORT (Ray Client)"
+
+
+def parse_executor(name: str) -> tuple[str, str]:
+    """``"ray://head:10001"`` -> ("ray", "ray://head:10001"); ``"ray:10.0.0.5:6379"`` -> ("ray", "10.0.0.5:6379");
+    ``"local"`` -> ("local", ""). A ``scheme://`` address stays whole: the backend needs its scheme."""
+    kind, sep, rest = name.strip().partition(":")
+    if not sep:
+        return kind, ""
+    return kind, name.strip() if rest.startswith("//") else rest
+
+
+def create_executor(settings: Settings, embedder: Embedder) -> Executor:
+    """The executor ``settings.pipeline.executor`` names; optional ones are imported only when asked for."""
+    kind, address = parse_executor(settings.pipeline.executor)
+    if kind not in EXECUTORS:
+        raise ConfigError("pipeline.executor", f"unknown executor {settings.pipeline.executor!r}; available: {_FORMS}")
+    module, cls = EXECUTORS[kind]
+    return getattr(importlib.import_module(module), cls).from_settings(settings, embedder, address)

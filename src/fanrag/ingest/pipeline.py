@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,13 +72,7 @@ class IngestPipeline:
         self._states: dict[str, _SourceState] = {}
         self._blob_keys: dict[str, str] = {}  # source uri -> blob key, written once per source per run
         self._finished: set[str] = set()  # sources whose outcome is recorded
-        p = settings.pipeline
-        self._cfg = WorkConfig(
-            tokenizer=embedder.tokenizer_spec(), chunk_size=settings.chunk.size,
-            chunk_overlap=settings.chunk.overlap, chunk_min=settings.chunk.min_size,
-            extractor=settings.stores.entity_extractor, pdf_page_threshold=p.pdf_page_threshold,
-            pages_per_range=p.pages_per_range, jsonl_docs_per_job=p.jsonl_docs_per_job,
-            max_file_bytes=p.max_file_mb << 20)
+        self._cfg = work_config(settings, embedder)
 
     # ------------------------------------------------------------------ run
 
@@ -94,11 +88,46 @@ class IngestPipeline:
         self.summary.missing_paths = list(getattr(source, "missing", []))
         for path in self.summary.missing_paths:
             self.summary.failed.append((path, "no such file or directory"))
+        await self.finish_run(prune=prune)
+        self.summary.wall_s = time.perf_counter() - t0
+        return self.summary
+
+    async def finish_run(self, *, prune: bool = False) -> None:
+        """The end of a run: prune vanished sources if asked, then checkpoint the vector store."""
         if prune:
             self.summary.removed += await asyncio.to_thread(self._prune)
         await asyncio.to_thread(self.stores.vectors.flush)
-        self.summary.wall_s = time.perf_counter() - t0
-        return self.summary
+
+    async def commit_source(self, src: SourceFile, plan: SourcePlan | str | None,
+                            parts: Sequence[tuple[PartResult, np.ndarray]], source: JobSource, *,
+                            unchanged: bool = False) -> None:
+        """Record one source whose planning, load/chunk and embedding ran elsewhere (a Celery chain), with
+        the same assembly, multi-store write, commit and outcome as a local run.
+
+        ``plan`` is the planner's result (a one-line error for a source it could not read; None when the
+        stat check found the source unchanged); ``unchanged`` says the committed version is current.
+        ``parts`` pairs each part's result with the vectors of its pieces' chunks, in order.
+        """
+        self.summary.sources += 1
+        state = self._states[src.uri] = _SourceState(src)
+        self._finished.discard(src.uri)
+        self._blob_keys.pop(src.uri, None)
+        if unchanged or plan is None:
+            state.plan = plan if isinstance(plan, SourcePlan) else None
+            return await self._finish_unchanged(state, source, touch=plan is not None)
+        if isinstance(plan, str):
+            return await self._fail_source(state, source, plan)
+        state.plan, state.parts_left = plan, len(parts)
+        self.progress.planned(len(parts))
+        assembler, batch = Assembler(), []
+        for result, vectors in parts:
+            i = 0
+            for piece in self._accept(result):
+                self._assemble(assembler, piece, vectors[i:i + len(piece.chunks)], batch)
+                i += len(piece.chunks)
+        if batch:
+            await self._write(batch, source)
+        await self._settle(source)
 
     # ------------------------------------------------------------------ stage 1: plan + load/chunk
 
@@ -122,10 +151,7 @@ class IngestPipeline:
         await out.put(_DONE)
 
     async def _unchanged_by_stat(self, src: SourceFile) -> bool:
-        """Same size and mtime as the committed record: skip without even hashing (like make/rsync)."""
-        rec = await self._io(self.stores.meta.get_source, src.uri)
-        return bool(rec and rec.status == "committed" and rec.size == src.size and rec.mtime == src.mtime
-                    and src.size > 0)
+        return unchanged_by_stat(await self._io(self.stores.meta.get_source, src.uri), src)
 
     async def _run_source(self, state: _SourceState, source: JobSource, slots: asyncio.Semaphore,
                           out: asyncio.Queue[Any]) -> None:
@@ -140,7 +166,7 @@ class IngestPipeline:
         if isinstance(plan, str):
             return await self._fail_source(state, source, plan)
         rec = await self._io(self.stores.meta.get_source, state.src.uri)
-        if rec and rec.status == "committed" and rec.content_hash == plan.content_hash:
+        if unchanged_by_hash(rec, plan):
             state.plan = plan
             return await self._finish_unchanged(state, source, touch=True)
         state.plan, state.parts_left = plan, len(plan.parts)
@@ -172,28 +198,48 @@ class IngestPipeline:
     # ------------------------------------------------------------------ stage 2: embed
 
     async def _embed_stage(self, inp: asyncio.Queue[Any], out: asyncio.Queue[Any]) -> None:
+        """Gather pieces into batches and embed them, ``executor.embed_slots`` batches at a time (1 locally,
+        one per actor on Ray); batches go on in the order they were formed."""
+        slots = asyncio.Semaphore(max(1, getattr(self.executor, "embed_slots", 1)))
+        handoff: asyncio.Queue[asyncio.Task[Any] | None] = asyncio.Queue()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._forward(handoff, out))
+            done = False
+            while not done:
+                # A free slot first, then gather: the next batch takes everything that arrived meanwhile.
+                await slots.acquire()
+                pending, done = await self._gather(inp)
+                if not pending:
+                    slots.release()
+                    continue
+                task = tg.create_task(self._embed(pending))
+                task.add_done_callback(lambda _: slots.release())
+                handoff.put_nowait(task)
+            handoff.put_nowait(None)
+
+    async def _gather(self, inp: asyncio.Queue[Any]) -> tuple[list[Piece], bool]:
+        """One batch: the next part's pieces plus whatever is already waiting, up to ``embed.gather``
+        chunks (batches form across documents); True once the input is exhausted."""
         gather = self.settings.embed.gather
         pending: list[Piece] = []
         size = 0
-        done = False
-        while not done:
-            item = await inp.get()
-            while True:
-                if item is _DONE:
-                    done = True
-                    break
-                for piece in self._accept(item):
-                    pending.append(piece)
-                    size += len(piece.chunks)
-                if size >= gather:
-                    break
-                try:  # take what is already waiting, without blocking: batches form across documents
-                    item = inp.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-            if pending and (size >= gather or done or inp.empty()):
-                await out.put(await self._embed(pending))
-                pending, size = [], 0
+        item = await inp.get()
+        while item is not _DONE:
+            for piece in self._accept(item):
+                pending.append(piece)
+                size += len(piece.chunks)
+            if size >= gather:
+                return pending, False
+            try:
+                item = inp.get_nowait()
+            except asyncio.QueueEmpty:
+                return pending, False
+        return pending, True
+
+    @staticmethod
+    async def _forward(handoff: asyncio.Queue[asyncio.Task[Any] | None], out: asyncio.Queue[Any]) -> None:
+        while (task := await handoff.get()) is not None:
+            await out.put(await task)
         await out.put(_DONE)
 
     def _accept(self, result: PartResult) -> list[Piece]:
@@ -237,19 +283,26 @@ class IngestPipeline:
             if item is _DONE:
                 break
             for piece, vecs in item:
-                ready = assembler.add(piece, vecs)
-                if ready is not None and not ready.chunks:
-                    self._reject(ready, "no text to index (scanned PDF without a text layer? OCR is not supported)")
-                elif ready is not None:
-                    batch.append(ready)
+                self._assemble(assembler, piece, vecs, batch)
             if sum(len(r.chunks) for r in batch) >= limit or (batch and inp.empty()):
                 await self._write(batch, source)
                 batch = []
         if batch:
             await self._write(batch, source)
-        # Sources whose parts failed or produced nothing new still need their outcome recorded. A split
-        # document with a failed range never completes in the assembler: its source fails as a whole.
-        for state in self._states.values():
+        await self._settle(source)
+
+    def _assemble(self, assembler: Assembler, piece: Piece, vectors: np.ndarray, batch: list[Ready]) -> None:
+        """Add a piece; a document whose pieces are all in joins ``batch`` (or is rejected: no text)."""
+        ready = assembler.add(piece, vectors)
+        if ready is not None and not ready.chunks:
+            self._reject(ready, "no text to index (scanned PDF without a text layer? OCR is not supported)")
+        elif ready is not None:
+            batch.append(ready)
+
+    async def _settle(self, source: JobSource) -> None:
+        """Sources whose parts failed or produced nothing new still need their outcome recorded. A split
+        document with a failed range never completes in the assembler: its source fails as a whole."""
+        for state in list(self._states.values()):
             if state.src.uri in self._finished or state.plan is None:
                 continue
             if state.error or state.finished:
@@ -389,6 +442,28 @@ class IngestPipeline:
                 removed += delete_everywhere(self.stores, ids)
                 self.stores.meta.delete_source(rec.uri)
         return removed
+
+
+def work_config(settings: Settings, embedder: Embedder) -> WorkConfig:
+    """What a load/chunk worker needs from the settings and the embedder (its tokenizer)."""
+    p = settings.pipeline
+    return WorkConfig(
+        tokenizer=embedder.tokenizer_spec(), chunk_size=settings.chunk.size,
+        chunk_overlap=settings.chunk.overlap, chunk_min=settings.chunk.min_size,
+        extractor=settings.stores.entity_extractor,
+        pdf_page_threshold=p.pdf_page_threshold, pages_per_range=p.pages_per_range,
+        jsonl_docs_per_job=p.jsonl_docs_per_job, max_file_bytes=p.max_file_mb << 20)
+
+
+def unchanged_by_stat(rec: SourceRecord | None, src: SourceFile) -> bool:
+    """Same size and mtime as the committed record: skip without even hashing (like make/rsync)."""
+    return bool(rec and rec.status == "committed" and rec.size == src.size and rec.mtime == src.mtime
+                and src.size > 0)
+
+
+def unchanged_by_hash(rec: SourceRecord | None, plan: SourcePlan) -> bool:
+    """Same content as the committed version (only the mtime changed)."""
+    return bool(rec and rec.status == "committed" and rec.content_hash == plan.content_hash)
 
 
 def _replace(store: Any, ids: list[str], chunks: list[Chunk], *extra: Any) -> None:

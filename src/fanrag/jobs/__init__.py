@@ -1,6 +1,7 @@
 """Scale-out ingestion: document jobs on a broker, consumed by a pool of workers.
 
-``open_transport(url)`` gives a JobTransport (``redis://`` → Redis Streams); ``run_worker`` runs the
+``open_transport(url)`` gives a JobTransport (``redis://`` → Redis Streams, ``kafka://`` → Kafka,
+``bullmq://`` → a BullMQ queue shared with Node.js); ``run_worker`` runs the
 ingestion pipeline over its job stream. Jobs are acknowledged only after every store committed them.
 """
 

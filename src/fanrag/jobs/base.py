@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,6 +115,11 @@ class JobTransport(Protocol):
     async def aclose(self) -> None: ...
 
 
+def consumer_name() -> str:
+    """A consumer (worker) name unique across hosts and processes: ``host-pid-random``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
 def jobs_for(paths: Iterable[str | os.PathLike[str]], options: dict[str, Any] | None = None) -> list[Job]:
     """One job per file; directories are expanded recursively (sorted, hidden files skipped)."""
     from ..ids import source_uri
@@ -141,4 +148,13 @@ def open_transport(url: str) -> JobTransport:
         from .redis_streams import RedisStreamsTransport
 
         return RedisStreamsTransport.from_url(url)
-    raise ConfigError(QUEUE_FIELD, f"unknown scheme {scheme!r} in {url!r}; available: redis://, rediss://")
+    if scheme == "kafka":
+        from .kafka import KafkaTransport
+
+        return KafkaTransport.from_url(url)
+    if scheme in ("bullmq", "bullmqs"):
+        from .bullmq import BullMQTransport
+
+        return BullMQTransport.from_url(url)
+    raise ConfigError(QUEUE_FIELD, f"unknown scheme {scheme!r} in {url!r}; "
+                      "available: redis://, rediss://, kafka://, bullmq://")

@@ -23,10 +23,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -35,7 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..errors import ConfigError, JobError, require
 from ..ingest.jobs import SourceFile
 from ..limits.backoff import RetryPolicy
-from .base import QUEUE_FIELD, Job, QueueStats
+from .base import QUEUE_FIELD, Job, QueueStats, consumer_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -267,10 +264,6 @@ def _entry(eid: str, fields: dict[str, str]) -> tuple[str, Job | str]:
         return eid, Job.from_json(fields.get(PAYLOAD, ""))
     except JobError as exc:
         return eid, str(exc)
-
-
-def consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass

@@ -40,7 +40,7 @@ from .base import (
 
 __all__ = [
     "BlobStore", "DocumentRecord", "GraphStore", "KeywordStore", "MetaStore", "OpenContext", "ScoredId",
-    "SourceRecord", "StoreSet", "VectorStore", "open_stores", "register_backend",
+    "SourceRecord", "StoreSet", "VectorStore", "open_reader", "open_stores", "register_backend",
 ]
 
 KINDS = ("meta", "vectors", "keywords", "blobs", "graph")
@@ -121,6 +121,14 @@ def _pgvector_vectors(url: str, ctx: OpenContext) -> VectorStore:
                          ef_search=v.ef_search, read_only=ctx.read_only, model=ctx.model)
 
 
+def _postgres_keywords(url: str, ctx: OpenContext) -> KeywordStore:
+    from .pg_keywords import PgKeywordStore
+
+    return PgKeywordStore(url, read_only=ctx.read_only)
+
+
+register_backend("keywords", "postgresql", _postgres_keywords)
+register_backend("keywords", "postgres", _postgres_keywords)
 register_backend("meta", "postgresql", _postgres_meta)
 register_backend("meta", "postgres", _postgres_meta)
 register_backend("vectors", "pgvector", _pgvector_vectors)
@@ -206,6 +214,15 @@ def _factory(kind: str, url: str) -> Factory:
         raise ConfigError(f"stores.{kind}", f"no backend for URL scheme {scheme!r}; known: {known}") from None
 
 
+def open_reader(settings: Settings, kind: str) -> Any:
+    """One store of a home on its own, read-only and without the writer lock: e.g. a Celery worker that
+    looks up committed sources in the metadata store while another process writes."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown store kind {kind!r}; known: {KINDS}")
+    url = getattr(settings.stores, kind)
+    return _factory(kind, url)(url, OpenContext(settings=settings, read_only=True, dim=None))
+
+
 def open_stores(settings: Settings, mode: str = "write", dim: int | None = None, model: str = "") -> StoreSet:
     """Open all stores of ``settings.home``.
 
@@ -228,6 +245,11 @@ def open_stores(settings: Settings, mode: str = "write", dim: int | None = None,
     try:
         for kind in KINDS:
             opened[kind] = factories[kind](getattr(settings.stores, kind), ctx)
+        if settings.stores.vector_buffer and mode == "write":  # readers read the vector store itself
+            from .buffer import BufferConfig, BufferedVectorStore
+
+            opened["vectors"] = BufferedVectorStore(opened["vectors"],
+                                                    BufferConfig.from_url(settings.stores.vector_buffer))
     except BaseException:
         for store in opened.values():
             store.close()

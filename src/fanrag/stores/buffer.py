@@ -1,0 +1,294 @@
+"""Write buffering for a vector store: vector writes go to a Redis stream, and are flushed to the real
+store in large, controlled batches (by size or age) by one flusher at a time.
+
+Why: many ingestion workers each writing small batches straight into one vector index (pgvector,
+a managed vector DB) hit its write ceiling: every small write is a transaction, an index update and a
+round trip. With a buffer, workers append to Redis (cheap, O(1)), and the index sees one big upsert
+per ``flush_batch`` vectors.
+
+    FANRAG_VECTORS=pgvector://…  FANRAG_VECTOR_BUFFER=redis://127.0.0.1:6379/0?key=fanrag:vbuf
+
+The stream is an ordered operation log::
+
+    XADD <key> op=add ids=[chunk ids] docs=[doc ids] vec=<float32 bytes>      add(chunks, vectors)
+    XADD <key> op=del docs=[doc ids]                                          delete_documents(doc_ids)
+
+A flush (under a Redis lock, ``SET <key>:lock NX PX``: one flusher among all workers) reads the oldest
+entries, applies them to the inner store in order, and only then XDELs them. The inner store's writes
+are idempotent (upsert by chunk id, delete by document), so a crash anywhere between buffer and flush
+loses nothing: entries not yet deleted are applied again by the next flush. Run Redis with AOF
+(``appendfsync everysec`` or ``always``) so the buffer itself survives a Redis restart.
+
+Visibility: a buffered vector is searchable after its flush, at most ``flush_age_s`` later (plus a flush's
+duration) while writers are active, and at once after ``flush()`` (the pipeline calls it at the end of
+every run). BM25 and the metadata store are not buffered, so a just-committed document can be found by
+keywords before it is found by dense search; it is never returned before its document is committed
+(results are resolved through the metadata store, which only knows committed chunks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+
+from ..errors import ConfigError, StoreError, require
+from ..types import Chunk
+from .base import ScoredId, VectorStore
+
+log = logging.getLogger(__name__)
+FIELD = "stores.vector_buffer"
+
+
+@dataclass(frozen=True, slots=True)
+class BufferConfig:
+    url: str  # the Redis connection URL without fanrag's own parameters
+    key: str = "fanrag:vbuf"
+    flush_batch: int = 4096  # vectors per flush (one inner add)
+    flush_age_s: float = 2.0  # the oldest buffered write waits at most this long
+    lock_ttl_s: float = 60.0  # a crashed flusher's lock expires after this
+
+    @classmethod
+    def from_url(cls, url: str) -> BufferConfig:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(FIELD, f"{url!r}: need a redis:// URL")
+        query = dict(parse_qsl(parts.query))
+        own = {k: query.pop(k) for k in ("key", "flush_batch", "flush_age", "lock_ttl") if k in query}
+        kw: dict[str, Any] = {}
+        try:
+            if "key" in own:
+                kw["key"] = own["key"]
+            if "flush_batch" in own:
+                kw["flush_batch"] = int(own["flush_batch"])
+            for name, field_name in (("flush_age", "flush_age_s"), ("lock_ttl", "lock_ttl_s")):
+                if name in own:
+                    kw[field_name] = float(own[name])
+        except ValueError as exc:
+            raise ConfigError(FIELD, f"{url!r}: {exc}") from exc
+        cfg = cls(url=urlunsplit(parts._replace(query=urlencode(query))), **kw)
+        if cfg.flush_batch < 1 or cfg.flush_age_s <= 0 or cfg.lock_ttl_s <= 0 or not cfg.key:
+            raise ConfigError(FIELD, f"{url!r}: need flush_batch >= 1, flush_age > 0, lock_ttl > 0, a key")
+        return cfg
+
+
+@dataclass
+class _Ops:
+    """Operations read from the stream, coalesced: deletes commute with adds of other documents, so
+    ``del A, add A', del B, add B'`` (what re-ingesting batches writes) becomes ``del A B, add A' B'``."""
+
+    dels: set[str]
+    ids: list[str]
+    docs: list[str]
+    vecs: list[np.ndarray]
+
+    @classmethod
+    def empty(cls) -> _Ops:
+        return cls(set(), [], [], [])
+
+    def conflicts(self, doc_ids: Iterable[str]) -> bool:
+        return bool(self.docs) and not set(self.docs).isdisjoint(doc_ids)
+
+
+class BufferedVectorStore:
+    """A VectorStore whose writes go through a Redis buffer; reads go to the inner store."""
+
+    def __init__(self, inner: VectorStore, config: BufferConfig, *, background: bool = True) -> None:
+        redis = require("redis", feature="the vector write buffer", extra="redis")
+        self.inner = inner
+        self.config = config
+        self.dim = inner.dim
+        self._redis = redis.Redis.from_url(config.url)
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
+        self._lock_key = f"{config.key}:lock"
+        self._stop = threading.Event()
+        self._flushes = 0
+        self._thread: threading.Thread | None = None
+        if background:  # age-based flushes also happen when this process has stopped writing
+            self._thread = threading.Thread(target=self._age_loop, name="fanrag-vbuf", daemon=True)
+            self._thread.start()
+
+    # ------------------------------------------------------------------ VectorStore: reads
+
+    @property
+    def n_shards(self) -> int:
+        return self.inner.n_shards
+
+    def search_shard(self, shard: int, query: np.ndarray, k: int) -> list[ScoredId]:
+        return self.inner.search_shard(shard, query, k)
+
+    def search(self, query: np.ndarray, k: int) -> list[ScoredId]:
+        return self.inner.search(query, k)
+
+    def count(self) -> int:
+        """Vectors in the inner store (buffered ones are not counted until flushed)."""
+        return self.inner.count()
+
+    # ------------------------------------------------------------------ VectorStore: writes
+
+    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape != (len(chunks), self.dim):
+            raise StoreError(f"vector buffer: expected shape ({len(chunks)}, {self.dim}), got {vectors.shape}")
+        if not chunks:
+            return
+        self._append({"op": "add", "ids": json.dumps([c.chunk_id for c in chunks]),
+                      "docs": json.dumps([c.doc_id for c in chunks]), "vec": vectors.tobytes()})
+        self._maybe_flush()
+
+    def delete_documents(self, doc_ids: Iterable[str]) -> int:
+        """Buffered like an add, so it stays in order with them; returns 0 (the count is known at flush)."""
+        ids = sorted(set(doc_ids))
+        if ids:
+            self._append({"op": "del", "docs": json.dumps(ids)})
+        return 0
+
+    def flush(self) -> None:
+        """Apply everything buffered so far (waiting for another flusher if one holds the lock)."""
+        deadline = time.monotonic() + self.config.lock_ttl_s
+        while self.pending() and time.monotonic() < deadline:
+            if not self.flush_once(force=True):
+                time.sleep(0.05)  # someone else is flushing
+        self.inner.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            if not getattr(self.inner, "read_only", False):
+                self.flush()
+        finally:
+            self.inner.close()
+            self._redis.close()
+
+    # ------------------------------------------------------------------ buffer
+
+    def pending(self) -> int:
+        """Operations buffered and not yet applied."""
+        return int(self._call("XLEN", self._redis.xlen, self.config.key))
+
+    @property
+    def flushes(self) -> int:
+        """Flushes this process applied (for tests and benchmarks)."""
+        return self._flushes
+
+    def _append(self, fields: dict[str, Any]) -> None:
+        self._call("XADD", self._redis.xadd, self.config.key, fields)
+
+    def _maybe_flush(self) -> None:
+        if self._due():
+            self.flush_once()
+
+    def _due(self) -> bool:
+        c = self.config
+        first = self._call("XRANGE", self._redis.xrange, c.key, "-", "+", 1)
+        if not first:
+            return False
+        sec, usec = self._call("TIME", self._redis.time)  # the server's clock made the entry id
+        age_s = sec + usec / 1e6 - int(first[0][0].split(b"-")[0]) / 1000
+        return age_s >= c.flush_age_s or self._buffered_vectors(c.flush_batch) >= c.flush_batch
+
+    def _buffered_vectors(self, limit: int) -> int:
+        """Buffered vectors, counted up to ``limit`` (XLEN counts operations, not vectors)."""
+        total = 0
+        for _, fields in self._call("XRANGE", self._redis.xrange, self.config.key, "-", "+", limit):
+            total += len(fields.get(b"vec", b"")) // (4 * self.dim)
+            if total >= limit:
+                break
+        return total
+
+    def flush_once(self, force: bool = False) -> bool:
+        """Apply up to ``flush_batch`` buffered vectors if this process gets the lock; False if it did not."""
+        token = uuid.uuid4().hex
+        got = self._call("SET", self._redis.set, self._lock_key, token, nx=True,
+                         px=int(self.config.lock_ttl_s * 1000))
+        if not got:
+            return False
+        try:
+            if force or self._due():
+                self._apply_batch()
+        finally:
+            # Release only our own lock (it may have expired and been taken by another flusher).
+            self._call("EVAL", self._redis.eval, _RELEASE, 1, self._lock_key, token)
+        return True
+
+    def _apply_batch(self) -> None:
+        entries = self._read_batch()
+        if not entries:
+            return
+        ops = _Ops.empty()
+        for _, fields in entries:
+            ops = self._fold(ops, fields)
+        self._apply(ops)
+        # Only now are the entries removed: a crash before this line re-applies them (idempotent).
+        self._call("XDEL", self._redis.xdel, self.config.key, *[eid for eid, _ in entries])
+        self._flushes += 1
+
+    def _read_batch(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """The oldest entries holding up to ``flush_batch`` vectors (at least one entry)."""
+        out: list[tuple[bytes, dict[bytes, bytes]]] = []
+        vectors = 0
+        for eid, fields in self._call("XRANGE", self._redis.xrange, self.config.key, "-", "+",
+                                      self.config.flush_batch):
+            n = len(fields.get(b"vec", b"")) // (4 * self.dim)
+            if out and vectors + n > self.config.flush_batch:
+                break
+            out.append((eid, fields))
+            vectors += n
+        return out
+
+    def _fold(self, ops: _Ops, fields: dict[bytes, bytes]) -> _Ops:
+        docs = json.loads(fields[b"docs"])
+        if fields[b"op"] == b"del":
+            if ops.conflicts(docs):  # an add of these documents came first: it must land before the delete
+                self._apply(ops)
+                ops = _Ops.empty()
+            ops.dels.update(docs)
+            return ops
+        ops.ids.extend(json.loads(fields[b"ids"]))
+        ops.docs.extend(docs)
+        ops.vecs.append(np.frombuffer(fields[b"vec"], dtype=np.float32).reshape(len(docs), self.dim))
+        return ops
+
+    def _apply(self, ops: _Ops) -> None:
+        if ops.dels:
+            self.inner.delete_documents(sorted(ops.dels))
+        if ops.ids:
+            chunks, vectors = _last_write_wins(ops.ids, ops.docs, np.concatenate(ops.vecs))
+            self.inner.add(chunks, vectors)
+
+    def _age_loop(self) -> None:
+        while not self._stop.wait(self.config.flush_age_s / 2):
+            try:
+                self._maybe_flush()
+            except Exception as exc:  # noqa: BLE001 - the writer's own flush reports errors; keep trying
+                log.warning("vector buffer: background flush failed: %s", exc)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except self._errors as exc:
+            raise StoreError(f"vector buffer: redis {what} on {self.config.key!r}: {exc}") from exc
+
+
+def _last_write_wins(ids: list[str], docs: list[str], vectors: np.ndarray) -> tuple[list[Chunk], np.ndarray]:
+    """One row per chunk id, the latest one: an inner upsert may not accept the same id twice."""
+    last = {cid: i for i, cid in enumerate(ids)}
+    rows = sorted(last.values())
+    chunks = [Chunk(chunk_id=ids[i], doc_id=docs[i], position=0, text="", char_start=0, char_end=0) for i in rows]
+    return chunks, vectors[rows]
+
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
