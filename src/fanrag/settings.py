@@ -43,7 +43,7 @@ class EmbedSettings:
     model: str = "all-MiniLM-L6-v2"  # onnx/st: a model directory or packaged name; http: the model name
     quantize: bool = True  # onnx: int8 MatMul weights, per channel
     threads: int = 0  # 0 = number of cores
-    batch_size: int = 32  # one forward pass
+    batch_size: int = 0  # inputs per forward pass (or HTTP request); 0 = the backend's own default
     gather: int = 512  # chunks gathered across documents and sorted by length before batching
     max_length: int = 256  # tokens per input, including special tokens
     url: str = ""  # http: base URL of an OpenAI-compatible server
@@ -58,7 +58,7 @@ class EmbedSettings:
         _check(self.backend in ("onnx", "sentence-transformers", "http"), "backend",
                "must be one of onnx, sentence-transformers, http")
         _check(self.threads >= 0, "threads", "must be >= 0")
-        _check(1 <= self.batch_size <= 4096, "batch_size", "must be in 1..4096")
+        _check(0 <= self.batch_size <= 4096, "batch_size", "must be in 0..4096 (0: the backend's default)")
         _check(self.gather >= self.batch_size, "gather", "must be >= batch_size")
         _check(8 <= self.max_length <= 8192, "max_length", "must be in 8..8192")
         _check(self.backend != "http" or bool(self.url), "url", "is required when backend = http")

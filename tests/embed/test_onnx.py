@@ -122,3 +122,21 @@ def test_satisfies_the_embedder_protocol(onnx_int8: OnnxEmbedder) -> None:
     from fanrag.embed import Embedder
 
     assert isinstance(onnx_int8, Embedder)
+
+
+def test_default_int8_vector_depends_on_its_own_text_only(varied_texts: list[str]) -> None:
+    """int8 activations are quantised per forward pass: the default runs one input per pass, so a text gets
+    the same vector whatever it is embedded with (the pipeline's batches differ from run to run)."""
+    emb = create_embedder(EmbedSettings())
+    try:
+        assert emb.batch_size == 1
+        together = emb.embed(varied_texts)
+        alone = np.stack([emb.embed([t])[0] for t in varied_texts[:6]])
+        np.testing.assert_array_equal(together[:6], alone)
+    finally:
+        emb.close()
+    batched = create_embedder(EmbedSettings(batch_size=32))
+    try:  # what batch 1 avoids: the same texts, batched, come out measurably different
+        assert np.abs(batched.embed(varied_texts)[:6] - alone).max() > 1e-4
+    finally:
+        batched.close()

@@ -157,10 +157,9 @@ def test_ray_and_local_executors_write_identical_stores(tmp_path: Path, ray_clus
     corpus = write_corpus(tmp_path / "corpus")
     results = {}
     for executor in ("local", "ray"):
-        # fp32: the int8 model quantises activations per batch, so a chunk's int8 vector depends on which
-        # chunks share its batch, and the embed stage gathers whatever is queued: int8 vectors differ between
-        # two runs of the *same* executor (up to ~0.02). fp32 vectors do not depend on their batch (< 1e-7).
-        settings = split_settings(tmp_path / executor, executor).replace(embed={"quantize": False})
+        # The default int8 embedder: it runs one input per forward pass, so a vector depends on its own text
+        # only (in a batch, int8 activation scales would depend on the batch-mates, which differ by run).
+        settings = split_settings(tmp_path / executor, executor)
         with Engine.open(settings=settings) as engine:
             summary = engine.ingest([corpus])
             results[executor] = (summary, store_contents(engine))

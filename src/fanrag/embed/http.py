@@ -60,7 +60,7 @@ class HttpEmbedder:
                  rate_limit_deadline_s: float = RATE_LIMIT_DEADLINE_S) -> None:
         self.url = endpoint_url(settings.url)
         self.model = settings.model
-        self.batch_size = settings.batch_size
+        self.batch_size = settings.batch_size or 64  # one request per batch: fewer requests under a rate limit
         self.max_length = settings.max_length
         self.name = f"http/{settings.model}"
         self.policy = policy or RetryPolicy(max_retries=settings.max_retries)

@@ -39,7 +39,7 @@ class SentenceTransformerEmbedder:
             raise EmbeddingError(f"sentence-transformers could not load {source!r}: {exc}") from exc
         self._model.max_seq_length = min(settings.max_length, self._model.max_seq_length or settings.max_length)
         self.max_length = int(self._model.max_seq_length)
-        self.batch_size = settings.batch_size
+        self.batch_size = settings.batch_size or 32
         # renamed get_embedding_dimension in sentence-transformers 6; the old name warns there
         dimension = getattr(self._model, "get_embedding_dimension", None) or \
             self._model.get_sentence_embedding_dimension
