@@ -83,8 +83,9 @@ def test_writes_wait_in_redis_until_a_flush_then_are_searchable(open_buffered, b
     vecs = unit(rng, 3)
     store.add(chunks_for("a", 3), vecs)
     assert (store.pending(), store.count(), store.inner.adds) == (1, 0, [])
+    assert int(store._redis.get(store._count_key)) == 3  # vectors buffered (XLEN counts operations)
     store.flush()
-    assert (store.pending(), store.count()) == (0, 3)
+    assert (store.pending(), store.count(), int(store._redis.get(store._count_key))) == (0, 3, 0)
     assert store.search(vecs[1], 1)[0].chunk_id == "a-c1"
 
 
@@ -135,12 +136,12 @@ def test_a_crash_between_apply_and_delete_reapplies_without_duplicates(open_buff
     rng = np.random.default_rng(4)
     store.add(chunks_for("a", 4), unit(rng, 4))
     store.delete_documents(["zzz"])
-    real_xdel = store._redis.xdel
-    store._redis.xdel = lambda *a: (_ for _ in ()).throw(ConnectionError("killed before XDEL"))
+    real_remove = store._remove
+    store._remove = lambda entries: (_ for _ in ()).throw(ConnectionError("killed before XDEL"))  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
         store.flush_once(force=True)
     assert store.count() == 4 and store.pending() == 2  # applied, but still buffered
-    store._redis.xdel = real_xdel
+    store._remove = real_remove  # type: ignore[method-assign]
     store._redis.delete(store._lock_key)  # the crashed flusher's lock would expire after lock_ttl
     store.flush()
     assert store.count() == 4 and store.pending() == 0

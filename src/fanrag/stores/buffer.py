@@ -109,6 +109,7 @@ class BufferedVectorStore:
         self._redis = redis.Redis.from_url(config.url)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
         self._lock_key = f"{config.key}:lock"
+        self._count_key = f"{config.key}:vectors"  # vectors buffered (XLEN counts operations)
         self._stop = threading.Event()
         self._flushes = 0
         self._thread: threading.Thread | None = None
@@ -140,15 +141,17 @@ class BufferedVectorStore:
             raise StoreError(f"vector buffer: expected shape ({len(chunks)}, {self.dim}), got {vectors.shape}")
         if not chunks:
             return
-        self._append({"op": "add", "ids": json.dumps([c.chunk_id for c in chunks]),
-                      "docs": json.dumps([c.doc_id for c in chunks]), "vec": vectors.tobytes()})
-        self._maybe_flush()
+        n = len(chunks)
+        first, total, now = self._append({"op": "add", "ids": json.dumps([c.chunk_id for c in chunks]),
+                                          "docs": json.dumps([c.doc_id for c in chunks]), "vec": vectors.tobytes()}, n)
+        if self._is_due(first, total, now):
+            self.flush_once()
 
     def delete_documents(self, doc_ids: Iterable[str]) -> int:
         """Buffered like an add, so it stays in order with them; returns 0 (the count is known at flush)."""
         ids = sorted(set(doc_ids))
         if ids:
-            self._append({"op": "del", "docs": json.dumps(ids)})
+            self._append({"op": "del", "docs": json.dumps(ids)}, 0)
         return 0
 
     def flush(self) -> None:
@@ -181,30 +184,35 @@ class BufferedVectorStore:
         """Flushes this process applied (for tests and benchmarks)."""
         return self._flushes
 
-    def _append(self, fields: dict[str, Any]) -> None:
-        self._call("XADD", self._redis.xadd, self.config.key, fields)
+    def _append(self, fields: dict[str, Any], n_vectors: int) -> tuple[Any, int, tuple[int, int]]:
+        """XADD and the buffered-vector counter in one transaction, which also returns what decides a
+        flush (the oldest entry, the count, the server's clock): one round trip per write."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.xadd(self.config.key, fields)
+        pipe.incrby(self._count_key, n_vectors)
+        pipe.xrange(self.config.key, "-", "+", 1)
+        pipe.time()
+        _, total, first, now = self._call("XADD", pipe.execute)
+        return first, int(total), now
 
     def _maybe_flush(self) -> None:
         if self._due():
             self.flush_once()
 
     def _due(self) -> bool:
-        c = self.config
-        first = self._call("XRANGE", self._redis.xrange, c.key, "-", "+", 1)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xrange(self.config.key, "-", "+", 1)
+        pipe.get(self._count_key)
+        pipe.time()
+        first, total, now = self._call("XRANGE", pipe.execute)
+        return self._is_due(first, int(total or 0), now)
+
+    def _is_due(self, first: Any, total: int, now: tuple[int, int]) -> bool:
+        """Enough vectors buffered, or the oldest entry (its id is the server's time in ms) old enough."""
         if not first:
             return False
-        sec, usec = self._call("TIME", self._redis.time)  # the server's clock made the entry id
-        age_s = sec + usec / 1e6 - int(first[0][0].split(b"-")[0]) / 1000
-        return age_s >= c.flush_age_s or self._buffered_vectors(c.flush_batch) >= c.flush_batch
-
-    def _buffered_vectors(self, limit: int) -> int:
-        """Buffered vectors, counted up to ``limit`` (XLEN counts operations, not vectors)."""
-        total = 0
-        for _, fields in self._call("XRANGE", self._redis.xrange, self.config.key, "-", "+", limit):
-            total += len(fields.get(b"vec", b"")) // (4 * self.dim)
-            if total >= limit:
-                break
-        return total
+        age_s = now[0] + now[1] / 1e6 - int(first[0][0].split(b"-")[0]) / 1000
+        return total >= self.config.flush_batch or age_s >= self.config.flush_age_s
 
     def flush_once(self, force: bool = False) -> bool:
         """Apply up to ``flush_batch`` buffered vectors if this process gets the lock; False if it did not."""
@@ -230,8 +238,16 @@ class BufferedVectorStore:
             ops = self._fold(ops, fields)
         self._apply(ops)
         # Only now are the entries removed: a crash before this line re-applies them (idempotent).
-        self._call("XDEL", self._redis.xdel, self.config.key, *[eid for eid, _ in entries])
+        self._remove(entries)
         self._flushes += 1
+
+    def _remove(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Drop applied entries and their vectors from the count, atomically."""
+        applied = sum(len(f.get(b"vec", b"")) // (4 * self.dim) for _, f in entries)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.xdel(self.config.key, *[eid for eid, _ in entries])
+        pipe.decrby(self._count_key, applied)
+        self._call("XDEL", pipe.execute)
 
     def _read_batch(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """The oldest entries holding up to ``flush_batch`` vectors (at least one entry)."""
