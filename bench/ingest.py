@@ -5,7 +5,7 @@ Variants (each in its own process, so each has its own peak RSS and nothing warm
     fanrag       Engine.ingest into a fresh home: the whole staged pipeline, wall time
     floor        the embed-only floor: the very chunks fanrag committed (read back from its meta
                  store), embedded by the same default embedder in the same batching (groups of
-                 embed.gather chunks, each length-sorted into embed.batch_size batches by embed())
+                 embed.gather chunks, each length-sorted into the embedder's batches by embed())
     st-fp32      sentence-transformers, fp32, on the same chunks (the usual way to embed locally)
     sequential   a plain loop, one document at a time: load -> chunk -> embed -> write every store
     llamaindex   LlamaIndex IngestionPipeline (SentenceSplitter at the same chunk size, the same
@@ -46,6 +46,7 @@ from _common import (
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 QUICK_DOCS = 500
+ST_BATCH = 32  # sentence-transformers' own default batch size (and LlamaIndex's HuggingFace embedder's)
 
 
 def head_lines(src: Path, n: int, dest: Path) -> Path:
@@ -105,7 +106,7 @@ def variant_floor(home: Path) -> dict[str, Any]:
     settings = _settings(home)
     texts = committed_chunk_texts(home)
     embedder = create_embedder(settings.embed)
-    embedder.embed(texts[: settings.embed.batch_size])  # warm-up: first run allocates the session's arenas
+    embedder.embed(texts[: max(embedder.batch_size, 8)])  # warm-up: first run allocates the session's arenas
     gather = settings.embed.gather
     with MemorySampler() as mem:
         t0 = time.perf_counter()
@@ -127,10 +128,10 @@ def variant_st(home: Path) -> dict[str, Any]:
     model_dir = find_model_dir(settings.embed.model)
     model = SentenceTransformer(str(model_dir), device="cpu")
     model.max_seq_length = settings.embed.max_length
-    model.encode(texts[: settings.embed.batch_size], batch_size=settings.embed.batch_size)
+    model.encode(texts[:ST_BATCH], batch_size=ST_BATCH)
     with MemorySampler() as mem:
         t0 = time.perf_counter()
-        model.encode(texts, batch_size=settings.embed.batch_size, normalize_embeddings=True)
+        model.encode(texts, batch_size=ST_BATCH, normalize_embeddings=True)
         wall = time.perf_counter() - t0
     return {"wall_s": wall, "chunks": len(texts), "chunks_per_s": len(texts) / wall, "model": str(model_dir),
             "peak_tree_rss_mb": mem.peak_mb, **rusage_peaks_mb()}
@@ -229,7 +230,7 @@ def variant_llamaindex(corpus: Path, home: Path, workers: int) -> dict[str, Any]
                 docs.append(LIDocument(text=f"{title}\n\n{text}" if title else text, id_=str(obj["_id"])))
     splitter = SentenceSplitter(chunk_size=settings.chunk.size, chunk_overlap=settings.chunk.overlap,
                                 tokenizer=TokenIds(str(model_dir / "tokenizer.json")))
-    embed = HuggingFaceEmbedding(model_name=str(model_dir), device="cpu", embed_batch_size=settings.embed.batch_size,
+    embed = HuggingFaceEmbedding(model_name=str(model_dir), device="cpu", embed_batch_size=ST_BATCH,
                                  max_length=settings.embed.max_length)
     pipeline = IngestionPipeline(transformations=[splitter, embed])
     with MemorySampler() as mem:

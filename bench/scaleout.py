@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, environment, print_table, ratio, run_json_subprocess, write_result  # noqa: E402
-from _servers import Servers, ServerUnavailable  # noqa: E402
+from _common import ROOT, environment, print_table, ratio, run_json_subprocess, write_result
+from _servers import Servers, ServerUnavailable
 
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
 IDLE_EXIT_S = 2.0

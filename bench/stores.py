@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, environment, percentile, print_table, ratio, write_result  # noqa: E402
-from _servers import Servers, ServerUnavailable  # noqa: E402
+from _common import ROOT, environment, percentile, print_table, ratio, write_result
+from _servers import Servers, ServerUnavailable
 
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
 STORE_ORDER = ("vectors", "keywords", "graph", "blobs")
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     with Servers() as srv:
         batches: list[tuple[Any, ...]] = []
         ingest: dict[str, Any] = {}
-        plans = {"embedded": lambda: {}, "server": lambda: server_stores(srv, buffer=False),
+        plans = {"embedded": dict, "server": lambda: server_stores(srv, buffer=False),
                  "server+buffer": lambda: server_stores(srv, buffer=True)}
         for name, stores in plans.items():
             if name != "embedded" and "ingest" not in parts:
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
             embedder = create_embedder(Settings().embed)
             writes = {}
-            for name, stores in (("embedded", lambda: {}), ("server", lambda: server_stores(srv, buffer=False))):
+            for name, stores in (("embedded", dict), ("server", lambda: server_stores(srv, buffer=False))):
                 for mode in ("concurrent", "sequential"):
                     try:  # each repeat into fresh stores; the run with the median wall time is kept
                         runs = sorted((replay_writes(batches, tmp / f"w-{name}-{mode}-{r}", stores(), embedder,

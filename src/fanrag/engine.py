@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .embed.base import Embedder
 from .ingest.jobs import JobSource, PathSource
@@ -116,7 +116,7 @@ class Engine:
         if self._embedder is not None:
             self._embedder.close()
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

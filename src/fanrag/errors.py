@@ -51,7 +51,7 @@ class LoadError(FanragError):
         self.reason = reason
         super().__init__(f"{source}: {reason}")
 
-    def __reduce__(self):  # noqa: ANN204 - rebuild from (source, reason): errors cross process boundaries
+    def __reduce__(self):
         return (type(self), (self.source, self.reason))
 
 
@@ -91,7 +91,7 @@ class JobError(FanragError):
     pass
 
 
-def require(module: str, *, feature: str, extra: str):  # noqa: ANN201 - returns a module
+def require(module: str, *, feature: str, extra: str):
     """Import an optional module or raise MissingExtraError naming the extra to install."""
     import importlib
 

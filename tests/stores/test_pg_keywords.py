@@ -8,7 +8,6 @@ import pytest
 from fanrag.errors import ConfigError
 from fanrag.stores.pg_keywords import PgKeywordStore, parse_url
 from fanrag.types import Chunk
-
 from tests.stores.test_keyword_store import CORPUS, chunk
 
 

@@ -181,7 +181,7 @@ def _pg_store(dsn: str) -> Any:
 def test_writer_processes_share_one_buffer_into_pgvector(pg_database: str, buffer_url: str) -> None:
     procs = [_writer(pg_database, buffer_url, name, 20) for name in ("p", "q", "r")]
     for p in procs:
-        out, err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
     store = _pg_store(pg_database)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Self
 
 import click
 
@@ -28,7 +29,7 @@ class _RichProgress:
         self._t0 = time.perf_counter()
         self._docs = self._pages = self._chunks = self._total = 0
 
-    def __enter__(self) -> _RichProgress:
+    def __enter__(self) -> Self:
         self._p.__enter__()
         return self
 
@@ -58,7 +59,7 @@ class _RichProgress:
         self._update()
 
 
-def _stderr_console():  # noqa: ANN202
+def _stderr_console():
     from rich.console import Console
 
     return Console(stderr=True)
