@@ -56,3 +56,32 @@ def test_a_bad_candidates_parameter_names_the_setting() -> None:
         with pytest.raises(ConfigError, match="stores.keywords"):
             parse_url(url)
     assert parse_url("postgresql://h/db?candidates=50&sslmode=disable") == ("postgresql://h/db?sslmode=disable", 50)
+
+
+def test_concurrent_writers_neither_deadlock_nor_skew_the_statistics(pg_database: str) -> None:
+    """Writers replacing and deleting the same documents at once (several workers on one database)."""
+    import threading
+
+    stores = [PgKeywordStore(pg_database) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def churn(store: PgKeywordStore) -> None:
+        try:
+            for _ in range(8):
+                store.delete_documents(["d1", "d2", "d3"])
+                store.add(CORPUS, titles={"d2": "Breast cancer genetics"})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert stores[0].count() == len(CORPUS)
+        _recount_matches(stores[0])
+    finally:
+        for store in stores:
+            store.close()

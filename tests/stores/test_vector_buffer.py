@@ -4,6 +4,7 @@ the real inner stores: the embedded sharded HNSW, and pgvector where several wri
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -137,7 +138,7 @@ def test_a_crash_between_apply_and_delete_reapplies_without_duplicates(open_buff
     store.add(chunks_for("a", 4), unit(rng, 4))
     store.delete_documents(["zzz"])
     real_remove = store._remove
-    store._remove = lambda entries: (_ for _ in ()).throw(ConnectionError("killed before XDEL"))  # type: ignore[method-assign]
+    store._remove = lambda *a: (_ for _ in ()).throw(ConnectionError("killed before XDEL"))  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
         store.flush_once(force=True)
     assert store.count() == 4 and store.pending() == 2  # applied, but still buffered
@@ -272,3 +273,94 @@ def test_readers_bypass_the_buffer(tmp_path: Path, buffer_url: str) -> None:
         assert isinstance(stores.vectors, BufferedVectorStore)
     with open_stores(settings, mode="read") as stores:
         assert isinstance(stores.vectors, ShardedHnswStore)
+
+
+class _Failing(Recording):
+    """An inner store that is down until ``up`` is set."""
+
+    up = False
+
+    def add(self, chunks: Any, vectors: np.ndarray) -> None:
+        if not self.up:
+            raise StoreError("inner store down")
+        super().add(chunks, vectors)
+
+
+def test_a_failing_inner_store_does_not_fail_the_write_that_triggered_a_flush(tmp_path: Path, buffer_url: str) -> None:
+    inner = _Failing(ShardedHnswStore(tmp_path / "v", DIM, shards=1))
+    store = BufferedVectorStore(inner, BufferConfig.from_url(buffer_url.replace("flush_batch=10", "flush_batch=1")),
+                                background=False)  # type: ignore[arg-type]
+    try:
+        store.add(chunks_for("a", 2), unit(np.random.default_rng(6), 2))  # due at once; the flush fails quietly
+        assert store.pending() == 1 and inner.count() == 0
+        inner.up = True
+        store.flush()
+        assert store.pending() == 0 and inner.count() == 2
+    finally:
+        store.close()
+
+
+def test_flush_applies_what_was_buffered_without_waiting_for_later_writers(open_buffered, buffer_url: str) -> None:
+    import threading
+
+    url = buffer_url.replace("flush_batch=10", "flush_batch=1000") + "&lock_ttl=2"
+    store = open_buffered(url)
+    store.add(chunks_for("mine", 3), unit(np.random.default_rng(7), 3))
+    other = BufferedVectorStore(ShardedHnswStore(store.inner.inner.path.parent / "other", DIM, shards=1),
+                                BufferConfig.from_url(url), background=False)
+    done = threading.Event()
+
+    def keep_writing() -> None:  # another worker appending all along
+        i = 0
+        while not done.is_set():
+            other._append({"op": "del", "docs": json.dumps([f"x{i}"])}, 0)
+            i += 1
+            time.sleep(0.005)
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        store.flush()  # would spin until lock_ttl and give up if it waited for an empty stream
+    finally:
+        done.set()
+        writer.join()
+        other.inner.close()
+        other._redis.close()
+    assert store.count() == 3
+
+
+def test_a_flusher_that_lost_its_lock_stops_and_leaves_the_entries(open_buffered, buffer_url: str) -> None:
+    store = open_buffered(buffer_url.replace("flush_batch=10", "flush_batch=1000"))
+    store.add(chunks_for("a", 2), unit(np.random.default_rng(9), 2))
+    real_add = store.inner.add
+
+    def slow_add(chunks: Any, vectors: np.ndarray) -> None:
+        store._redis.set(store._lock_key, "someone-else")  # our lock expired and another flusher took it
+        real_add(chunks, vectors)
+    store.inner.add = slow_add
+    with pytest.raises(StoreError, match="lost the flush lock"):
+        store.flush_once(force=True)
+    assert store.pending() == 1  # not removed: the new lock holder applies it again, in order
+    store.inner.add = real_add
+    store._redis.delete(store._lock_key)
+    store.flush()
+    assert (store.pending(), store.count()) == (0, 2)
+
+
+def test_each_index_gets_its_own_buffer_stream_by_default(tmp_path: Path, redis_server: str) -> None:  # noqa: F811
+    from fanrag.stores import open_stores
+    from tests.conftest import make_settings
+
+    keys = []
+    for name in ("a", "b"):
+        with open_stores(make_settings(tmp_path / name, stores={"vector_buffer": redis_server}), dim=DIM) as stores:
+            keys.append(stores.vectors.config.key)
+    assert keys[0] != keys[1] and all(k.startswith("fanrag:vbuf:") for k in keys)
+
+
+def test_flush_reports_entries_it_could_not_apply(open_buffered, buffer_url: str) -> None:
+    store = open_buffered(buffer_url.replace("flush_batch=10", "flush_batch=1000") + "&lock_ttl=0.3")
+    store.add(chunks_for("a", 1), unit(np.random.default_rng(10), 1))
+    store._redis.set(store._lock_key, "a-stuck-flusher", px=60_000)
+    with pytest.raises(StoreError, match="still not applied"):
+        store.flush()
+    store._redis.delete(store._lock_key)

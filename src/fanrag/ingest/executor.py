@@ -3,9 +3,9 @@
 ``map_cpu`` runs a picklable function (planning, load/chunk) somewhere else: a process pool here, Ray
 tasks or Celery workers elsewhere. ``embed`` runs the embedder: a thread here (ONNX Runtime releases
 the GIL), an actor pool on Ray. Everything else (queues, batching, multi-store writes, commit) is the
-same code for every executor, which is why their outputs are identical. (Except int8 vectors: the int8
-model quantises activations per batch and the embed stage batches whatever is queued, so they vary by
-up to ~0.02 from run to run on any executor; fp32 vectors do not.)
+same code for every executor, which is why their outputs are identical. (Vectors too, because an embedding
+does not depend on its batch: fp32 by nature, int8 because it runs one input per forward pass by default;
+with ``embed.batch_size`` > 1 int8 vectors would vary with their batch-mates, up to ~0.02.)
 """
 
 from __future__ import annotations

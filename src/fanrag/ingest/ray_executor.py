@@ -6,8 +6,9 @@
     pipeline.executor = "ray://head:10001"     # Ray Client, from outside the cluster (pip install 'ray[client]')
 
 Only where the work runs changes: the pipeline's queues, batching, writes and commits are the same code as
-with the local executor, and each ``embed`` call goes whole to one actor, so an actor embeds exactly the
-batches the local embedder would and the stores end up identical. Every node runs the functions from its
+with the local executor, and each ``embed`` call goes whole to one actor. With several actors the embed
+stage keeps one batch in flight per actor, so batches differ from a local run's; the stores still end up
+identical because a vector does not depend on its batch (see executor.py). Every node runs the functions from its
 own installed ``fanrag`` (no ``runtime_env`` is shipped), so install fanrag on every node of the cluster.
 """
 

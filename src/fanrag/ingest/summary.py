@@ -14,7 +14,7 @@ class StageTimes:
 
     plan: float = 0.0
     load_chunk: float = 0.0
-    embed: float = 0.0
+    embed: float = 0.0  # busy time: with several embed calls in flight (Ray actors) it can exceed the wall time
     write: float = 0.0
     write_stores: dict[str, float] = field(default_factory=dict)
 

@@ -220,7 +220,11 @@ class KafkaTransport:
             if self._producer is None:
                 p = self.aiokafka().AIOKafkaProducer(bootstrap_servers=self.config.servers, acks="all",
                                                      max_batch_size=self.config.batch_bytes)
-                await self.call("connect producer", p.start)
+                try:
+                    await self.call("connect producer", p.start)
+                except BaseException:
+                    await p.stop()
+                    raise
                 self._producer = p
             return self._producer
 
@@ -231,15 +235,23 @@ class KafkaTransport:
                 c = self.config
                 consumer = self.aiokafka().AIOKafkaConsumer(
                     bootstrap_servers=c.servers, group_id=c.group, enable_auto_commit=False)
-                await self.call("connect consumer", consumer.start)
+                try:
+                    await self.call("connect consumer", consumer.start)
+                except BaseException:
+                    await consumer.stop()
+                    raise
                 self._inspector = consumer
             return self._inspector
 
     async def aclose(self) -> None:
-        for client in (self._producer, self._inspector):
-            if client is not None:
-                await client.stop()
+        clients = [c for c in (self._producer, self._inspector) if c is not None]
         self._producer = self._inspector = None
+        try:
+            for client in clients[:1]:
+                await client.stop()
+        finally:
+            for client in clients[1:]:
+                await client.stop()
 
     # ------------------------------------------------------------------ producer
 

@@ -14,13 +14,18 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, JobError
 from ..ingest.jobs import SourceFile
+from ..limits.backoff import RetryPolicy
 from .base import Job, consumer_name
+
+# Producing a retry or dead letter: about a minute of full-jitter retries before the job is left to be
+# delivered again (after a restart or rebalance).
+SETTLE_RETRY = RetryPolicy(max_retries=10, base_s=0.2, cap_s=10.0)
 
 if TYPE_CHECKING:
     from .kafka import KafkaTransport
@@ -142,7 +147,11 @@ class KafkaJobStream:
             rebalance_timeout_ms=int(c.rebalance_timeout_s * 1000),
             max_poll_interval_ms=int(c.max_poll_interval_s * 1000))
         consumer.subscribe([c.topic], listener=_listener(self, kafka.ConsumerRebalanceListener))
-        await t.call("join group", consumer.start)
+        try:
+            await t.call("join group", consumer.start)
+        except BaseException:
+            await consumer.stop()
+            raise
         self._consumer = consumer
         self._reporter = asyncio.ensure_future(self._report_loop())
 
@@ -165,7 +174,10 @@ class KafkaJobStream:
         paused = set(self._consumer.assignment())
         self._consumer.pause(*paused)
         try:
-            await self._poll(1)  # paused: returns nothing (records fetched meanwhile are fetched again later)
+            # Paused: nothing comes back, unless a rebalance assigned new (unpaused) partitions meanwhile;
+            # those records are not taken now, so move the position back to them.
+            for m in await self._poll(1):
+                self._consumer.seek(self.transport.aiokafka().TopicPartition(m.topic, m.partition), m.offset)
         finally:
             self._consumer.resume(*(paused & set(self._consumer.assignment())))
 
@@ -185,8 +197,8 @@ class KafkaJobStream:
         try:
             job = Job.from_json(m.value or b"")
         except JobError as exc:  # unreadable payload: straight to the dead-letter topic
-            raw = (m.value or b"")[:1000].decode("utf-8", "replace")
-            self._settle([(tp, m.offset)], self._dead_letter(Job(uri="", path=""), str(exc), raw))
+            raw, reason = (m.value or b"")[:1000].decode("utf-8", "replace"), str(exc)
+            self._settle([(tp, m.offset)], lambda: self._dead_letter(Job(uri="", path=""), reason, raw))
             return None
         return self._hold((tp, m.offset), job)
 
@@ -235,9 +247,10 @@ class KafkaJobStream:
         c, job = self.transport.config, held.job
         if job.attempts + 1 >= c.max_attempts:
             log.warning("%s: giving up after %d attempts: %s", job.path, job.attempts + 1, reason)
-            self._settle(held.refs, self._dead_letter(job, reason))
+            self._settle(held.refs, lambda: self._dead_letter(job, reason))
         else:
-            self._settle(held.refs, self._retry(job.retry(time.time() + c.retry.delay(job.attempts)), reason))
+            again = job.retry(time.time() + c.retry.delay(job.attempts))
+            self._settle(held.refs, lambda: self._retry(again, reason))
 
     async def _retry(self, job: Job, reason: str) -> None:
         t = self.transport
@@ -251,11 +264,20 @@ class KafkaJobStream:
         letter = {"job": job.to_json(), "reason": reason, "raw": raw, "worker": self.name}
         await t.produce(t.config.dlq, [(job.uri.encode() or None, json.dumps(letter).encode())])
 
-    def _settle(self, refs: list[Ref], produce: Awaitable[None]) -> None:
-        """Produce the retry or dead letter, and only then let the offsets be committed."""
+    def _settle(self, refs: list[Ref], produce: Callable[[], Awaitable[None]]) -> None:
+        """Produce the retry or dead letter, and only then let the offsets be committed. A failed produce is
+        tried again (a broker blip must not hold the partition's commit point back for good)."""
         async def run() -> None:
             try:
-                await produce
+                for attempt in range(SETTLE_RETRY.max_retries + 1):
+                    try:
+                        await produce()
+                        break
+                    except JobError as exc:
+                        if attempt == SETTLE_RETRY.max_retries:
+                            raise
+                        log.warning("%s; trying again", exc)
+                        await asyncio.sleep(SETTLE_RETRY.delay(attempt))
             finally:
                 for tp, _ in refs:
                     self._settling[tp] -= 1

@@ -18,6 +18,7 @@ Layout of an embedded home::
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -248,8 +249,11 @@ def open_stores(settings: Settings, mode: str = "write", dim: int | None = None,
         if settings.stores.vector_buffer and mode == "write":  # readers read the vector store itself
             from .buffer import BufferConfig, BufferedVectorStore
 
-            opened["vectors"] = BufferedVectorStore(opened["vectors"],
-                                                    BufferConfig.from_url(settings.stores.vector_buffer))
+            # Without ?key=, one stream per vector store: two indexes sharing a Redis never mix their writes.
+            target = settings.stores.vectors or str(home.resolve())
+            default_key = "fanrag:vbuf:" + hashlib.sha1(target.encode()).hexdigest()[:16]
+            opened["vectors"] = BufferedVectorStore(
+                opened["vectors"], BufferConfig.from_url(settings.stores.vector_buffer, default_key))
     except BaseException:
         for store in opened.values():
             store.close()

@@ -57,7 +57,8 @@ class BufferConfig:
     lock_ttl_s: float = 60.0  # a crashed flusher's lock expires after this
 
     @classmethod
-    def from_url(cls, url: str) -> BufferConfig:
+    def from_url(cls, url: str, default_key: str = "") -> BufferConfig:
+        """``default_key``: the stream key when the URL names none (one per index: see open_stores)."""
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(FIELD, f"{url!r}: need a redis:// URL")
@@ -65,8 +66,8 @@ class BufferConfig:
         own = {k: query.pop(k) for k in ("key", "flush_batch", "flush_age", "lock_ttl") if k in query}
         kw: dict[str, Any] = {}
         try:
-            if "key" in own:
-                kw["key"] = own["key"]
+            if "key" in own or default_key:
+                kw["key"] = own.get("key", default_key)
             if "flush_batch" in own:
                 kw["flush_batch"] = int(own["flush_batch"])
             for name, field_name in (("flush_age", "flush_age_s"), ("lock_ttl", "lock_ttl_s")):
@@ -111,6 +112,7 @@ class BufferedVectorStore:
         self._lock_key = f"{config.key}:lock"
         self._count_key = f"{config.key}:vectors"  # vectors buffered (XLEN counts operations)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a write found a flush due: the background thread does it
         self._flushes = 0
         self._thread: threading.Thread | None = None
         if background:  # age-based flushes also happen when this process has stopped writing
@@ -145,7 +147,10 @@ class BufferedVectorStore:
         first, total, now = self._append({"op": "add", "ids": json.dumps([c.chunk_id for c in chunks]),
                                           "docs": json.dumps([c.doc_id for c in chunks]), "vec": vectors.tobytes()}, n)
         if self._is_due(first, total, now):
-            self.flush_once()
+            if self._thread is not None:
+                self._wake.set()  # the writer goes on; appending stays one round trip
+            else:
+                self._flush_quietly()
 
     def delete_documents(self, doc_ids: Iterable[str]) -> int:
         """Buffered like an add, so it stays in order with them; returns 0 (the count is known at flush)."""
@@ -155,15 +160,25 @@ class BufferedVectorStore:
         return 0
 
     def flush(self) -> None:
-        """Apply everything buffered so far (waiting for another flusher if one holds the lock)."""
-        deadline = time.monotonic() + self.config.lock_ttl_s
-        while self.pending() and time.monotonic() < deadline:
+        """Apply every entry buffered so far, by anyone (later writes by other workers do not hold it up);
+        a StoreError if that does not happen within twice the lock's lifetime."""
+        last = self._call("XREVRANGE", self._redis.xrevrange, self.config.key, "+", "-", 1)
+        mark = _entry_id(last[0][0]) if last else None
+        deadline = time.monotonic() + 2 * self.config.lock_ttl_s
+        while mark is not None:
+            first = self._call("XRANGE", self._redis.xrange, self.config.key, "-", "+", 1)
+            if not first or _entry_id(first[0][0]) > mark:
+                break
+            if time.monotonic() > deadline:
+                raise StoreError(f"vector buffer {self.config.key!r}: entries up to {mark} still not applied "
+                                 f"after {2 * self.config.lock_ttl_s:.0f} s (is another flusher stuck?)")
             if not self.flush_once(force=True):
-                time.sleep(0.05)  # someone else is flushing
+                time.sleep(0.05)  # another process is flushing
         self.inner.flush()
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
         try:
@@ -199,6 +214,14 @@ class BufferedVectorStore:
         if self._due():
             self.flush_once()
 
+    def _flush_quietly(self) -> None:
+        """An opportunistic flush: the write that triggered it is already safe in Redis, so a failing inner
+        store must not fail (and make the caller repeat) that write; flush() and the next try report it."""
+        try:
+            self.flush_once()
+        except StoreError as exc:
+            log.warning("vector buffer: flush failed, will retry: %s", exc)
+
     def _due(self) -> bool:
         pipe = self._redis.pipeline(transaction=False)
         pipe.xrange(self.config.key, "-", "+", 1)
@@ -223,31 +246,40 @@ class BufferedVectorStore:
             return False
         try:
             if force or self._due():
-                self._apply_batch()
+                self._apply_batch(token)
         finally:
             # Release only our own lock (it may have expired and been taken by another flusher).
             self._call("EVAL", self._redis.eval, _RELEASE, 1, self._lock_key, token)
         return True
 
-    def _apply_batch(self) -> None:
+    def _apply_batch(self, token: str) -> None:
         entries = self._read_batch()
         if not entries:
             return
         ops = _Ops.empty()
         for _, fields in entries:
-            ops = self._fold(ops, fields)
-        self._apply(ops)
+            ops = self._fold(ops, fields, token)
+        self._apply(ops, token)
         # Only now are the entries removed: a crash before this line re-applies them (idempotent).
-        self._remove(entries)
+        self._remove(entries, token)
         self._flushes += 1
 
-    def _remove(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Drop applied entries and their vectors from the count, atomically."""
+    def _remove(self, entries: list[tuple[bytes, dict[bytes, bytes]]], token: str) -> None:
+        """Drop applied entries and their vectors from the count, atomically, if we still hold the lock."""
         applied = sum(len(f.get(b"vec", b"")) // (4 * self.dim) for _, f in entries)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.xdel(self.config.key, *[eid for eid, _ in entries])
-        pipe.decrby(self._count_key, applied)
-        self._call("XDEL", pipe.execute)
+        ok = self._call("EVAL", self._redis.eval, _REMOVE, 3, self._lock_key, self.config.key, self._count_key,
+                        token, applied, *[eid for eid, _ in entries])
+        if not ok:
+            raise StoreError(f"vector buffer {self.config.key!r}: lost the flush lock while applying (a flush "
+                             "took longer than lock_ttl); the entries stay for the next flush")
+
+    def _renew(self, token: str) -> None:
+        """Extend our flush lock before each write to the inner store; stop if another flusher has it: two
+        flushers applying the same entries out of order could bring back deleted vectors."""
+        if not self._call("EVAL", self._redis.eval, _RENEW, 1, self._lock_key, token,
+                          int(self.config.lock_ttl_s * 1000)):
+            raise StoreError(f"vector buffer {self.config.key!r}: lost the flush lock (a flush took longer "
+                             "than lock_ttl); the entries stay for the next flush")
 
     def _read_batch(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """The oldest entries holding up to ``flush_batch`` vectors (at least one entry)."""
@@ -262,11 +294,11 @@ class BufferedVectorStore:
             vectors += n
         return out
 
-    def _fold(self, ops: _Ops, fields: dict[bytes, bytes]) -> _Ops:
+    def _fold(self, ops: _Ops, fields: dict[bytes, bytes], token: str) -> _Ops:
         docs = json.loads(fields[b"docs"])
         if fields[b"op"] == b"del":
             if ops.conflicts(docs):  # an add of these documents came first: it must land before the delete
-                self._apply(ops)
+                self._apply(ops, token)
                 ops = _Ops.empty()
             ops.dels.update(docs)
             return ops
@@ -275,15 +307,21 @@ class BufferedVectorStore:
         ops.vecs.append(np.frombuffer(fields[b"vec"], dtype=np.float32).reshape(len(docs), self.dim))
         return ops
 
-    def _apply(self, ops: _Ops) -> None:
+    def _apply(self, ops: _Ops, token: str) -> None:
+        self._renew(token)
         if ops.dels:
             self.inner.delete_documents(sorted(ops.dels))
-        if ops.ids:
-            chunks, vectors = _last_write_wins(ops.ids, ops.docs, np.concatenate(ops.vecs))
-            self.inner.add(chunks, vectors)
+        if ops.ids:  # a chunk id written twice: the inner store keeps the last (the VectorStore contract)
+            chunks = [Chunk(chunk_id=cid, doc_id=doc, position=0, text="", char_start=0, char_end=0)
+                      for cid, doc in zip(ops.ids, ops.docs, strict=True)]
+            self.inner.add(chunks, np.concatenate(ops.vecs))
 
     def _age_loop(self) -> None:
-        while not self._stop.wait(self.config.flush_age_s / 2):
+        while not self._stop.is_set():
+            self._wake.wait(self.config.flush_age_s / 2)  # a write found a flush due, or time to look
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             try:
                 self._maybe_flush()
             except Exception as exc:  # noqa: BLE001 - the writer's own flush reports errors; keep trying
@@ -296,15 +334,24 @@ class BufferedVectorStore:
             raise StoreError(f"vector buffer: redis {what} on {self.config.key!r}: {exc}") from exc
 
 
-def _last_write_wins(ids: list[str], docs: list[str], vectors: np.ndarray) -> tuple[list[Chunk], np.ndarray]:
-    """One row per chunk id, the latest one: an inner upsert may not accept the same id twice."""
-    last = {cid: i for i, cid in enumerate(ids)}
-    rows = sorted(last.values())
-    chunks = [Chunk(chunk_id=ids[i], doc_id=docs[i], position=0, text="", char_start=0, char_end=0) for i in rows]
-    return chunks, vectors[rows]
+def _entry_id(eid: bytes) -> tuple[int, int]:
+    ms, _, seq = eid.partition(b"-")
+    return int(ms), int(seq or 0)
 
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_REMOVE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('XDEL', KEYS[2], unpack(ARGV, 3))
+redis.call('DECRBY', KEYS[3], ARGV[2])
+return 1
 """

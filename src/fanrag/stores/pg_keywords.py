@@ -11,7 +11,7 @@ On SciFact, nDCG@10 was 0.46 with ts_rank (0.60 with title/body weights) against
 here (k1 0.9, b 0.4, as Anserini), and tantivy's 0.67. Scoring every matching chunk costs ~100 ms per query
 on SciFact, so BM25 rescores a candidate pool: the ``candidates`` best chunks by ts_rank (300 by default:
 0.683, ~30 ms; ``?candidates=0`` scores every match). tantivy answers in ~1 ms: it stays the default, and
-bench/stores.py keeps the comparison current.
+bench/stores.py keeps the comparison current. Keyword writes are serialised by a lock on the statistics row.
 """
 
 from __future__ import annotations
@@ -90,7 +90,12 @@ def _clean(text: str) -> str:
 
 
 def _remove(conn: Any, where: str, params: dict[str, Any]) -> int:
-    """Delete rows and take them out of the statistics, in the caller's transaction."""
+    """Delete rows and take them out of the statistics, in the caller's transaction.
+
+    It first locks the statistics row, so keyword writes run one at a time: without it two writers lock the
+    statistics and frequency rows in opposite orders (deadlocks), and under READ COMMITTED both count the same
+    rows when they replace or delete the same chunks (the statistics drift)."""
+    conn.execute("SELECT 1 FROM fanrag_keyword_stats WHERE id = 1 FOR UPDATE")
     conn.execute(_DF.format(where=where), {**params, "sign": -1})
     conn.execute(_STATS.format(where=where), {**params, "sign": -1})
     return int(conn.execute(f"DELETE FROM fanrag_keywords k WHERE {where}", params).rowcount)

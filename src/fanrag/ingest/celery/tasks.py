@@ -110,6 +110,9 @@ def write(self: Task, work: DocWork) -> dict[str, Any]:
             summary = asyncio.run(_commit(_writer(work.run.settings), work))
     except IndexLocked as exc:  # another writer process (concurrency > 1?) holds the home: wait for it
         log.warning("%s; the write queue needs exactly one worker process (--concurrency 1)", exc)
+        if self.request.retries >= self.max_retries:  # a failure record, so the chord still fires
+            _delivered(self)
+            return _failure(work, f"write: the index stayed locked by another process: {exc}").to_dict()
         raise self.retry(exc=exc, countdown=2) from exc
     except Exception as exc:  # stores that cannot open, an outage beyond the pipeline's retries, a bug
         log.exception("fanrag: writing %s failed", work.src.path)
@@ -123,12 +126,12 @@ def write(self: Task, work: DocWork) -> dict[str, Any]:
 def finalise(self: Task, records: Sequence[dict[str, Any]], run: RunInfo) -> dict[str, Any]:
     """The chord callback: once every source is recorded, prune if asked, checkpoint the stores, sum up."""
     summary = merge(summary_from_dict(r) for r in records)
-    try:
-        stores = _writer(run.settings)
-    except IndexLocked as exc:
-        raise self.retry(exc=exc, countdown=2) from exc
-    pipeline = _pipeline(run.settings, stores)
-    with _WRITE_LOCK:
+    with _WRITE_LOCK:  # _writer's cache of open stores is shared with write() (a threads pool)
+        try:
+            stores = _writer(run.settings)
+        except IndexLocked as exc:
+            raise self.retry(exc=exc, countdown=2) from exc
+        pipeline = _pipeline(run.settings, stores)
         asyncio.run(pipeline.finish_run(prune=run.prune))
     summary.removed += pipeline.summary.removed
     client = _redis(self)
