@@ -7,11 +7,11 @@ index, the alternative to the embedded tantivy index for deployments that keep e
     fanrag_keyword_stats   one row: number of chunks, total tokens (for BM25's average length)
 
 Why not ``ts_rank``: it has no inverse document frequency, so a rare term weighs no more than "patient".
-On SciFact, nDCG@10 was 0.46 with ts_rank (0.60 with title/body weights) against 0.69 with BM25 computed
-here (k1 0.9, b 0.4, as Anserini), and tantivy's 0.67. Scoring every matching chunk costs ~100 ms per query
-on SciFact, so BM25 rescores a candidate pool: the ``candidates`` best chunks by ts_rank (300 by default:
-0.683, ~30 ms; ``?candidates=0`` scores every match). tantivy answers in ~1 ms: it stays the default, and
-bench/stores.py keeps the comparison current. Keyword writes are serialised by a lock on the statistics row.
+On SciFact, nDCG@10 was 0.46 with ts_rank (0.60 with title/body weights) against 0.689 with BM25 computed
+here (k1 0.9, b 0.4, as Anserini), and tantivy's 0.684. Scoring every matching chunk costs 102 ms per query
+(p50) on SciFact, so BM25 rescores a candidate pool: the ``candidates`` best chunks by ts_rank (300 by
+default: 0.683, 26 ms; ``?candidates=0`` scores every match). tantivy answers in 0.4 ms: it stays the
+default. Figures: bench/results/stores.json (the ts_rank ones from a one-off run before this module existed). Keyword writes are serialised by a lock on the statistics row.
 """
 
 from __future__ import annotations
