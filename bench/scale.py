@@ -112,10 +112,10 @@ def build(store: object, cents: np.ndarray, n: int, spread: float, seed: int) ->
 
 def run(n: int, clusters: int, spread: float, n_queries: int, k: int, shards: int, seed: int,
         workdir: Path, checkpoint_every: int) -> dict[str, object]:
-    from fanrag.settings import VectorSettings
-    from fanrag.stores.hnsw import ShardedHnswStore
+    from fanrag.settings import HnswSettings
+    from fanrag.stores.vectors_hnsw import ShardedHnswStore
 
-    vs = VectorSettings()
+    vs = HnswSettings()
     cents = centres(clusters, DIM, seed)
     qs = queries(cents, n_queries, spread, seed)
     rss0 = tree_rss_mb()
@@ -155,15 +155,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="noise norm around a unit centre; 0.5 gives neighbours at cosine ~0.8, like topical text")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--shards", type=int, default=None, help="default: vectors.shards from the settings")
+    ap.add_argument("--shards", type=int, default=None, help="default: hnsw.shards from the settings")
     ap.add_argument("--checkpoint-every", type=int, default=None, help="default: vectors.checkpoint_every")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", type=Path, default=None, help="where to build the index (default: a temp dir)")
     ap.add_argument("--name", default="scale")
     args = ap.parse_args(argv)
-    from fanrag.settings import VectorSettings
+    from fanrag.settings import HnswSettings
 
-    vs = VectorSettings()
+    vs = HnswSettings()
     n = 50_000 if args.quick else args.n
     env0 = environment()
     workdir = Path(tempfile.mkdtemp(prefix="fanrag-scale-", dir=args.dir))

@@ -102,7 +102,7 @@ def run_ingest(corpus: Path, home: Path, stores: dict[str, str], record: list[tu
 def replay_writes(batches: list[tuple[Any, ...]], home: Path, stores: dict[str, str], embedder: Any,
                   concurrent: bool) -> dict[str, Any]:
     """The recorded batches through the pipeline's own write step (concurrent) or the same calls in turn."""
-    from fanrag.ingest.executor import LocalExecutor
+    from fanrag.ingest.executors.local import LocalExecutor
     from fanrag.ingest.pipeline import IngestPipeline, _replace
     from fanrag.stores import open_stores
 
@@ -149,7 +149,7 @@ def buffering(batches: list[tuple[Any, ...]], srv: Servers, writers: int, small:
     import numpy as np
 
     from fanrag.stores.buffer import BufferConfig, BufferedVectorStore
-    from fanrag.stores.pgvector import PgVectorStore
+    from fanrag.stores.vectors_pgvector import PgVectorStore
 
     pieces = []
     for _docs, _ids, chunks, vectors, *_ in batches:
@@ -211,8 +211,8 @@ def buffering(batches: list[tuple[Any, ...]], srv: Servers, writers: int, small:
 def bm25(srv: Servers, scifact: Path) -> dict[str, Any]:
     from fanrag.eval.beir import load_beir
     from fanrag.eval.metrics import evaluate_run
-    from fanrag.stores.bm25 import TantivyKeywordStore
-    from fanrag.stores.pg_keywords import PgKeywordStore
+    from fanrag.stores.keywords_tantivy import TantivyKeywordStore
+    from fanrag.stores.keywords_postgres import PgKeywordStore
     from fanrag.types import Chunk
 
     data = load_beir(scifact)

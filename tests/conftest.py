@@ -14,7 +14,7 @@ SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
 
 
 def make_settings(home: Path, **sections: dict) -> Settings:
-    base = {"pipeline": {"workers": 2}, "vectors": {"shards": 2}}
+    base = {"pipeline": {"workers": 2}, "hnsw": {"shards": 2}}
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
     return Settings.load(home=home, overrides=base, env={})

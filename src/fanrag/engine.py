@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from .embed.base import Embedder
-from .ingest.jobs import JobSource, PathSource
+from .ingest.sources import JobSource, PathSource
 from .ingest.summary import IngestSummary, Progress
 from .settings import Settings
 from .stores import StoreSet, open_stores
@@ -56,7 +56,7 @@ class Engine:
 
     async def aingest(self, paths: Iterable[str | Path] | JobSource, *, prune: bool = False,
                       progress: Progress | None = None, password: str | None = None) -> IngestSummary:
-        from .ingest.executor import create_executor
+        from .ingest.executors import create_executor
         from .ingest.pipeline import IngestPipeline
 
         source = paths if isinstance(paths, JobSource) else PathSource(

@@ -68,7 +68,7 @@ class EmbedSettings:
 
 
 @dataclass(frozen=True)
-class VectorSettings:
+class HnswSettings:
     shards: int = 2
     m: int = 16
     ef_construction: int = 200
@@ -219,7 +219,7 @@ class ServerSettings:
 _SECTIONS: dict[str, type] = {
     "chunk": ChunkSettings,
     "embed": EmbedSettings,
-    "vectors": VectorSettings,
+    "hnsw": HnswSettings,
     "stores": StoreSettings,
     "pipeline": PipelineSettings,
     "retrieval": RetrievalSettings,
@@ -234,7 +234,7 @@ class Settings:
     home: Path = Path(DEFAULT_HOME)
     chunk: ChunkSettings = field(default_factory=ChunkSettings)
     embed: EmbedSettings = field(default_factory=EmbedSettings)
-    vectors: VectorSettings = field(default_factory=VectorSettings)
+    hnsw: HnswSettings = field(default_factory=HnswSettings)
     stores: StoreSettings = field(default_factory=StoreSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)

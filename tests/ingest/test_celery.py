@@ -274,7 +274,7 @@ def test_a_task_that_keeps_killing_its_worker_becomes_a_failure_record(tmp_path:
     import redis as redis_py
 
     from fanrag.ingest.celery.tasks import DocWork, RunInfo, _step
-    from fanrag.ingest.jobs import SourceFile
+    from fanrag.ingest.sources import SourceFile
 
     client = redis_py.Redis.from_url(broker)
     task = SimpleNamespace(request=SimpleNamespace(id=uuid.uuid4().hex, retries=0),

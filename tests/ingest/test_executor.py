@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from fanrag.errors import ConfigError, MissingExtraError
-from fanrag.ingest.executor import LocalExecutor, create_executor, parse_executor
+from fanrag.ingest.executors import create_executor, parse_executor
+from fanrag.ingest.executors.local import LocalExecutor
 
 from ..conftest import make_settings
 
@@ -87,7 +88,7 @@ def test_the_pipeline_keeps_embed_slots_batches_in_flight_and_in_order(tmp_path:
     import asyncio
 
     from fanrag.engine import Engine
-    from fanrag.ingest.jobs import PathSource
+    from fanrag.ingest.sources import PathSource
     from fanrag.ingest.pipeline import IngestPipeline
 
     docs = tmp_path / "docs"

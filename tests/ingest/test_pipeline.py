@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fanrag.engine import Engine
-from fanrag.ingest.jobs import PathSource
+from fanrag.ingest.sources import PathSource
 
 from ..conftest import ROOT, make_settings
 

@@ -23,10 +23,10 @@ pytest.importorskip("ray", reason="ray is not installed: pip install 'fanrag[ray
 
 from fanrag.engine import Engine
 from fanrag.ids import vector_label
-from fanrag.ingest.executor import WorkerCrashed, create_executor
-from fanrag.ingest.jobs import PathSource
+from fanrag.ingest.executors import WorkerCrashed, create_executor
+from fanrag.ingest.sources import PathSource
 from fanrag.ingest.pipeline import IngestPipeline
-from fanrag.ingest.ray_executor import RayClientMissing, RayExecutor
+from fanrag.ingest.executors.ray import RayClientMissing, RayExecutor
 from fanrag.ingest.work import process_part
 from fanrag.settings import Settings
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from fanrag.cli import cli
 from fanrag.engine import Engine
-from fanrag.ingest.jobs import SourceFile
+from fanrag.ingest.sources import SourceFile
 from fanrag.ingest.summary import IngestSummary
 from fanrag.jobs import Job, JobStream, QueueStats, jobs_for, open_transport
 from fanrag.jobs.worker import run_worker

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fanrag.ingest.jobs import SourceFile
+from fanrag.ingest.sources import SourceFile
 from fanrag.jobs import jobs_for, open_transport
 from fanrag.jobs.redis_streams import RedisJobStream, RedisStreamsTransport
 from tests.servers.redis import start_redis

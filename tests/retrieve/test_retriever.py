@@ -218,7 +218,7 @@ def test_llm_transform_feeds_the_subqueries_branch(corpus_factory: Any, serve: A
 
 def test_display_source_and_exports() -> None:
     import fanrag.retrieve as api
-    from fanrag.retrieve.engine_api import display_source
+    from fanrag.retrieve.retriever import display_source
 
     assert display_source("file:///data/a%20b/c.jsonl#42") == "/data/a b/c.jsonl#42"
     assert display_source("s3://bucket/key.pdf") == "s3://bucket/key.pdf"

@@ -43,13 +43,13 @@ def open_vectors(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
         kw.setdefault("ef_construction", 100)
         kw.setdefault("ef_search", 64)
         if dsn:
-            from fanrag.stores.pgvector import PgVectorStore
+            from fanrag.stores.vectors_pgvector import PgVectorStore
 
             store: Any = PgVectorStore(dsn, dim, shards=shards, read_only=read_only,
                                        **{k: kw[k] for k in ("m", "ef_construction", "ef_search") if k in kw})
             opened.append(store)
             return store
-        from fanrag.stores.hnsw import ShardedHnswStore
+        from fanrag.stores.vectors_hnsw import ShardedHnswStore
 
         store = ShardedHnswStore(tmp_path / "vectors", dim, shards=shards, read_only=read_only, **kw)
         opened.append(store)
@@ -69,12 +69,12 @@ def open_keywords(backend: str, tmp_path: Path, request: pytest.FixtureRequest) 
 
     def factory(read_only: bool = False) -> Any:
         if dsn:
-            from fanrag.stores.pg_keywords import PgKeywordStore
+            from fanrag.stores.keywords_postgres import PgKeywordStore
 
             pg = PgKeywordStore(dsn, read_only=read_only)
             opened.append(pg)
             return pg
-        from fanrag.stores.bm25 import TantivyKeywordStore
+        from fanrag.stores.keywords_tantivy import TantivyKeywordStore
 
         store = TantivyKeywordStore(tmp_path / "bm25", read_only=read_only)
         opened.append(store)
@@ -89,11 +89,11 @@ def open_keywords(backend: str, tmp_path: Path, request: pytest.FixtureRequest) 
 def meta_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     _skip_unless_served(backend, "meta")
     if backend == "postgres":
-        from fanrag.stores.postgres import PostgresMetaStore
+        from fanrag.stores.meta_postgres import PostgresMetaStore
 
         store: Any = PostgresMetaStore(request.getfixturevalue("pg_database"))
     else:
-        from fanrag.stores.sqlite_meta import SqliteMetaStore
+        from fanrag.stores.meta_sqlite import SqliteMetaStore
 
         store = SqliteMetaStore(tmp_path / "meta.sqlite")
     yield store
@@ -104,11 +104,11 @@ def meta_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
 def blob_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     _skip_unless_served(backend, "blobs")
     if backend == "s3":
-        from fanrag.stores.s3 import S3BlobStore
+        from fanrag.stores.blobs_s3 import S3BlobStore
 
         store: Any = S3BlobStore(request.getfixturevalue("s3_bucket_url"))
     else:
-        from fanrag.stores.blobs import FileBlobStore
+        from fanrag.stores.blobs_files import FileBlobStore
 
         store = FileBlobStore(tmp_path / "blobs")
     yield store
@@ -119,7 +119,7 @@ def blob_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
 def graph_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     _skip_unless_served(backend, "graph")
     if backend == "falkordb":
-        from fanrag.stores.falkor import FalkorGraphStore
+        from fanrag.stores.graph_falkordb import FalkorGraphStore
 
         store: Any = FalkorGraphStore(request.getfixturevalue("falkordb_graph_url"))
     else:

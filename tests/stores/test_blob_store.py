@@ -45,7 +45,7 @@ def test_invalid_keys_and_missing_files_raise_store_error(blob_store, tmp_path: 
 
 
 def test_no_temporary_files_are_left(tmp_path: Path) -> None:
-    from fanrag.stores.blobs import FileBlobStore
+    from fanrag.stores.blobs_files import FileBlobStore
 
     store = FileBlobStore(tmp_path / "b")
     store.put(b"x")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fanrag.errors import ConfigError, StoreError
-from fanrag.stores.falkor import BATCH, FalkorGraphStore, parse_falkordb_url
+from fanrag.stores.graph_falkordb import BATCH, FalkorGraphStore, parse_falkordb_url
 from fanrag.stores.graph_sqlite import SqliteGraphStore
 from fanrag.types import Chunk
 from tests.conftest import make_settings

@@ -98,7 +98,7 @@ def test_sources_round_trip(meta_store) -> None:
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    from fanrag.stores.sqlite_meta import SqliteMetaStore
+    from fanrag.stores.meta_sqlite import SqliteMetaStore
 
     SqliteMetaStore(tmp_path / "m.sqlite").close()
     with sqlite3.connect(tmp_path / "m.sqlite") as conn:
@@ -108,7 +108,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 def test_reader_sees_writer_commits(tmp_path: Path) -> None:
-    from fanrag.stores.sqlite_meta import SqliteMetaStore
+    from fanrag.stores.meta_sqlite import SqliteMetaStore
 
     writer = SqliteMetaStore(tmp_path / "m.sqlite")
     reader = SqliteMetaStore(tmp_path / "m.sqlite", read_only=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fanrag.errors import ConfigError
-from fanrag.stores.pg_keywords import PgKeywordStore, parse_url
+from fanrag.stores.keywords_postgres import PgKeywordStore, parse_url
 from fanrag.types import Chunk
 from tests.stores.test_keyword_store import CORPUS, chunk
 

@@ -41,7 +41,7 @@ def test_urls_become_postgresql_dsns_and_passwords_stay_out_of_messages() -> Non
 
 
 def test_an_unreachable_server_is_a_store_error_without_the_password(pg_server) -> None:
-    from fanrag.stores.postgres import PostgresMetaStore
+    from fanrag.stores.meta_postgres import PostgresMetaStore
 
     closed = f"postgresql://postgres:secret@127.0.0.1:{pg_server.port}/no_such_database"
     with pytest.raises(StoreError, match="cannot connect") as info:
@@ -51,7 +51,7 @@ def test_an_unreachable_server_is_a_store_error_without_the_password(pg_server) 
 
 def test_a_newer_meta_schema_is_refused(pg_database: str) -> None:
     from fanrag.stores._pg import PgDb
-    from fanrag.stores.postgres import PostgresMetaStore
+    from fanrag.stores.meta_postgres import PostgresMetaStore
 
     PostgresMetaStore(pg_database).close()
     db = PgDb(pg_database)
@@ -62,7 +62,7 @@ def test_a_newer_meta_schema_is_refused(pg_database: str) -> None:
 
 
 def test_a_meta_reader_needs_a_migrated_schema_and_cannot_write(pg_database: str) -> None:
-    from fanrag.stores.postgres import PostgresMetaStore
+    from fanrag.stores.meta_postgres import PostgresMetaStore
 
     with pytest.raises(StoreError, match="schema version 0"):
         PostgresMetaStore(pg_database, read_only=True)
@@ -78,7 +78,7 @@ def test_a_meta_reader_needs_a_migrated_schema_and_cannot_write(pg_database: str
 
 
 def test_nul_characters_are_dropped_not_fatal(pg_database: str) -> None:
-    from fanrag.stores.postgres import PostgresMetaStore
+    from fanrag.stores.meta_postgres import PostgresMetaStore
 
     store = PostgresMetaStore(pg_database)
     d = doc("a", note="x\x00y")
@@ -92,7 +92,7 @@ def test_nul_characters_are_dropped_not_fatal(pg_database: str) -> None:
 
 def test_vectors_live_in_their_shard_table_with_an_hnsw_index(pg_database: str) -> None:
     from fanrag.stores._pg import PgDb
-    from fanrag.stores.pgvector import PgVectorStore, shard_table
+    from fanrag.stores.vectors_pgvector import PgVectorStore, shard_table
 
     store = PgVectorStore(pg_database, 8, shards=3, m=8, ef_construction=32)
     chunks = [Chunk.make("d", i, f"t{i}", char_start=0, char_end=1) for i in range(30)]
@@ -110,15 +110,15 @@ def test_vectors_live_in_their_shard_table_with_an_hnsw_index(pg_database: str) 
 
 
 def test_a_reader_without_an_index_is_refused(pg_database: str) -> None:
-    from fanrag.stores.pgvector import PgVectorStore
+    from fanrag.stores.vectors_pgvector import PgVectorStore
 
     with pytest.raises(StoreError, match="no vector index"):
         PgVectorStore(pg_database, None, read_only=True)
 
 
 def test_open_stores_serves_meta_and_vectors_from_one_database(pg_database: str, tmp_path: Path) -> None:
-    from fanrag.stores.pgvector import PgVectorStore
-    from fanrag.stores.postgres import PostgresMetaStore
+    from fanrag.stores.vectors_pgvector import PgVectorStore
+    from fanrag.stores.meta_postgres import PostgresMetaStore
 
     settings = Settings(home=tmp_path / "home").replace(stores={"meta": pg_database,
                                                                 "vectors": pgvector_url(pg_database)})
@@ -142,7 +142,7 @@ def test_open_stores_serves_meta_and_vectors_from_one_database(pg_database: str,
 
 def test_without_psycopg_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     from fanrag.errors import MissingExtraError
-    from fanrag.stores.postgres import PostgresMetaStore
+    from fanrag.stores.meta_postgres import PostgresMetaStore
 
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(MissingExtraError, match=r"fanrag\[postgres\]"):

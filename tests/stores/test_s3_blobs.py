@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fanrag.errors import ConfigError, StoreError
-from fanrag.stores.s3 import S3BlobStore, parse_s3_url
+from fanrag.stores.blobs_s3 import S3BlobStore, parse_s3_url
 from tests.conftest import make_settings
 from tests.servers.s3 import s3_bucket_url, s3_server  # noqa: F401 - fixtures
 

@@ -19,7 +19,7 @@ import pytest
 
 from fanrag.errors import ConfigError, StoreError
 from fanrag.stores.buffer import BufferConfig, BufferedVectorStore
-from fanrag.stores.hnsw import ShardedHnswStore
+from fanrag.stores.vectors_hnsw import ShardedHnswStore
 from fanrag.types import Chunk
 from tests.servers.redis import redis_server, start_redis  # noqa: F401 - the session fixture
 
@@ -151,7 +151,7 @@ def test_a_crash_between_apply_and_delete_reapplies_without_duplicates(open_buff
 _WRITER = """
 import sys, numpy as np
 from fanrag.stores.buffer import BufferConfig, BufferedVectorStore
-from fanrag.stores.pgvector import PgVectorStore
+from fanrag.stores.vectors_pgvector import PgVectorStore
 from fanrag.types import Chunk
 dsn, url, name, n, kill = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "kill"
 store = BufferedVectorStore(PgVectorStore(dsn, 8, shards=2), BufferConfig.from_url(url), background=False)
@@ -174,7 +174,7 @@ def _writer(dsn: str, url: str, name: str, n: int, kill: bool = False) -> subpro
 
 
 def _pg_store(dsn: str) -> Any:
-    from fanrag.stores.pgvector import PgVectorStore
+    from fanrag.stores.vectors_pgvector import PgVectorStore
 
     return PgVectorStore(dsn, DIM, shards=2)
 

@@ -152,7 +152,7 @@ def test_dim_mismatch_says_another_model(open_vectors) -> None:
 _KILLED_WRITER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    from fanrag.stores.hnsw import ShardedHnswStore
+    from fanrag.stores.vectors_hnsw import ShardedHnswStore
     from fanrag.types import Chunk
 
     store = ShardedHnswStore(sys.argv[1], 16, shards=2, ef_construction=50, checkpoint_every=40)
@@ -169,7 +169,7 @@ _KILLED_WRITER = textwrap.dedent("""
 
 
 def test_sigkill_after_add_returned_loses_nothing(tmp_path: Path) -> None:
-    from fanrag.stores.hnsw import ShardedHnswStore
+    from fanrag.stores.vectors_hnsw import ShardedHnswStore
 
     proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(tmp_path / "v")], check=False,
                           capture_output=True, text=True, timeout=120)
@@ -214,7 +214,7 @@ def test_reader_sees_writer_commits_and_checkpoints(open_vectors) -> None:
 
 
 def test_reader_needs_an_index(tmp_path: Path) -> None:
-    from fanrag.stores.hnsw import ShardedHnswStore
+    from fanrag.stores.vectors_hnsw import ShardedHnswStore
 
     with pytest.raises(StoreError, match="no vector index"):
         ShardedHnswStore(tmp_path / "none", None, read_only=True)
@@ -226,7 +226,7 @@ def test_reader_needs_an_index(tmp_path: Path) -> None:
 @given(ops=st.lists(st.tuples(st.sampled_from(["add", "delete", "flush", "reopen"]), st.integers(0, 4),
                               st.integers(0, 3)), min_size=1, max_size=12))
 def test_log_replay_matches_the_writes(tmp_path_factory: pytest.TempPathFactory, ops) -> None:
-    from fanrag.stores.hnsw import ShardedHnswStore
+    from fanrag.stores.vectors_hnsw import ShardedHnswStore
 
     path = tmp_path_factory.mktemp("v")
     store = ShardedHnswStore(path, 8, shards=2, ef_construction=50, checkpoint_every=7)

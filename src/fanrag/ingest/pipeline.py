@@ -33,8 +33,8 @@ from ..stores import StoreSet
 from ..stores.base import SourceRecord
 from ..types import Chunk, Document
 from .assemble import Assembler, Ready
-from .executor import Executor, WorkerCrashed
-from .jobs import JobSource, PartJob, SourceFile, SourcePlan
+from .executors import Executor, WorkerCrashed
+from .sources import JobSource, PartJob, SourceFile, SourcePlan
 from .summary import IngestSummary, NullProgress, Progress
 from .work import PartResult, Piece, WorkConfig, plan_source, process_part
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..embed.base import Tokenizer, TokenizerSpec, load_tokenizer
 from ..errors import FanragError, LoadError
 from ..types import Chunk, Document
-from .jobs import PartJob, SourceFile, SourcePlan
+from .sources import PartJob, SourceFile, SourcePlan
 from .loaders.base import Part
 
 if TYPE_CHECKING:

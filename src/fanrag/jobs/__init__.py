@@ -7,6 +7,7 @@ ingestion pipeline over its job stream. Jobs are acknowledged only after every s
 
 from __future__ import annotations
 
-from .base import Job, JobStream, JobTransport, QueueStats, jobs_for, open_transport
+from .base import Job, JobStream, JobTransport, QueueStats, jobs_for
+from .factory import open_transport
 
 __all__ = ["Job", "JobStream", "JobTransport", "QueueStats", "jobs_for", "open_transport"]

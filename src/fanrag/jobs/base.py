@@ -1,6 +1,7 @@
 """Document jobs on a message broker: what a job is, what a transport does, and the URL factory.
 
 A job names a file (never its bytes): workers read it from a filesystem they share with the producer.
+Transports come from their URL through ``fanrag.jobs.factory.open_transport``:
 
     transport = open_transport("redis://127.0.0.1:6379/0?stream=ingest-jobs")
     await transport.submit(["docs/a.pdf", "docs/b.md"])          # producer
@@ -21,12 +22,12 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
-from ..errors import ConfigError, JobError
-from ..ingest.jobs import SKIP_DIRS, SourceFile
+from ..errors import JobError
+from ..ingest.sources import SKIP_DIRS, SourceFile
 
 QUEUE_FIELD = "jobs.queue"
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,22 +140,3 @@ def _walk(root: Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
         found.extend(Path(dirpath) / n for n in sorted(filenames) if not n.startswith("."))
     return found
-
-
-def open_transport(url: str) -> JobTransport:
-    """A transport from its URL: ``redis://host:port/db?stream=NAME&group=NAME&max_attempts=5``."""
-    scheme = urlsplit(url).scheme
-    if scheme in ("redis", "rediss", "unix"):
-        from .redis_streams import RedisStreamsTransport
-
-        return RedisStreamsTransport.from_url(url)
-    if scheme == "kafka":
-        from .kafka import KafkaTransport
-
-        return KafkaTransport.from_url(url)
-    if scheme in ("bullmq", "bullmqs"):
-        from .bullmq import BullMQTransport
-
-        return BullMQTransport.from_url(url)
-    raise ConfigError(QUEUE_FIELD, f"unknown scheme {scheme!r} in {url!r}; "
-                      "available: redis://, rediss://, kafka://, bullmq://")

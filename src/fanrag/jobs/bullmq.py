@@ -57,7 +57,7 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, JobError, require
-from ..ingest.jobs import SourceFile
+from ..ingest.sources import SourceFile
 from ..limits.backoff import RetryPolicy
 from .base import QUEUE_FIELD, Job, QueueStats, consumer_name
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, JobError
-from ..ingest.jobs import SourceFile
+from ..ingest.sources import SourceFile
 from ..limits.backoff import RetryPolicy
 from .base import Job, consumer_name
 

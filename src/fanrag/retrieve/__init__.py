@@ -1,7 +1,7 @@
 """Retrieval and answers: query transformation, concurrent fan-out, RRF, rerank, lost-in-the-middle
 ordering and cited answers. ``Retriever`` is the entry point."""
 
-from .engine_api import BRANCHES, Retriever, merge_shards
+from .retriever import BRANCHES, Retriever, merge_shards
 from .fusion import rrf
 from .generate import (
     Answer,

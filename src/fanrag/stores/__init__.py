@@ -69,28 +69,28 @@ def register_backend(kind: str, scheme: str, factory: Factory) -> None:
 
 
 def _embedded_meta(url: str, ctx: OpenContext) -> MetaStore:
-    from .sqlite_meta import SqliteMetaStore
+    from .meta_sqlite import SqliteMetaStore
 
     return SqliteMetaStore(ctx.settings.home / "meta.sqlite", read_only=ctx.read_only)
 
 
 def _embedded_vectors(url: str, ctx: OpenContext) -> VectorStore:
-    from .hnsw import ShardedHnswStore
+    from .vectors_hnsw import ShardedHnswStore
 
-    v = ctx.settings.vectors
+    v = ctx.settings.hnsw
     return ShardedHnswStore(ctx.settings.home / "vectors", ctx.dim, shards=v.shards, m=v.m,
                             ef_construction=v.ef_construction, ef_search=v.ef_search,
                             checkpoint_every=v.checkpoint_every, read_only=ctx.read_only, model=ctx.model)
 
 
 def _embedded_keywords(url: str, ctx: OpenContext) -> KeywordStore:
-    from .bm25 import TantivyKeywordStore
+    from .keywords_tantivy import TantivyKeywordStore
 
     return TantivyKeywordStore(ctx.settings.home / "bm25", read_only=ctx.read_only)
 
 
 def _embedded_blobs(url: str, ctx: OpenContext) -> BlobStore:
-    from .blobs import FileBlobStore
+    from .blobs_files import FileBlobStore
 
     return FileBlobStore(ctx.settings.home / "blobs", read_only=ctx.read_only)
 
@@ -109,21 +109,21 @@ register_backend("graph", "", _embedded_graph)
 
 
 def _postgres_meta(url: str, ctx: OpenContext) -> MetaStore:
-    from .postgres import PostgresMetaStore
+    from .meta_postgres import PostgresMetaStore
 
     return PostgresMetaStore(url, read_only=ctx.read_only)
 
 
 def _pgvector_vectors(url: str, ctx: OpenContext) -> VectorStore:
-    from .pgvector import PgVectorStore
+    from .vectors_pgvector import PgVectorStore
 
-    v = ctx.settings.vectors
+    v = ctx.settings.hnsw
     return PgVectorStore(url, ctx.dim, shards=v.shards, m=v.m, ef_construction=v.ef_construction,
                          ef_search=v.ef_search, read_only=ctx.read_only, model=ctx.model)
 
 
 def _postgres_keywords(url: str, ctx: OpenContext) -> KeywordStore:
-    from .pg_keywords import PgKeywordStore
+    from .keywords_postgres import PgKeywordStore
 
     return PgKeywordStore(url, read_only=ctx.read_only)
 
@@ -136,13 +136,13 @@ register_backend("vectors", "pgvector", _pgvector_vectors)
 
 
 def _s3_blobs(url: str, ctx: OpenContext) -> BlobStore:
-    from .s3 import S3BlobStore
+    from .blobs_s3 import S3BlobStore
 
     return S3BlobStore(url, read_only=ctx.read_only)
 
 
 def _falkordb_graph(url: str, ctx: OpenContext) -> GraphStore:
-    from .falkor import FalkorGraphStore
+    from .graph_falkordb import FalkorGraphStore
 
     return FalkorGraphStore(url, read_only=ctx.read_only)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import JobError
 from ...settings import Settings
-from ..jobs import PathSource, SourceFile
+from ..sources import PathSource, SourceFile
 from ..summary import IngestSummary
 from .app import EMBED, FINALISE, LOAD_CHUNK, PLAN, WRITE, CeleryConfig, create_app
 from .records import summary_from_dict

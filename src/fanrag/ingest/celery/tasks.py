@@ -30,7 +30,7 @@ from ...errors import IndexLocked, StoreError
 from ...settings import EmbedSettings, Settings
 from ...stores import MetaStore, StoreSet, open_reader, open_stores
 from ...types import Page
-from ..jobs import PartJob, SourceFile, SourcePlan
+from ..sources import PartJob, SourceFile, SourcePlan
 from ..pipeline import IngestPipeline, unchanged_by_hash, unchanged_by_stat, work_config
 from ..summary import IngestSummary
 from ..work import PartResult, WorkConfig, plan_source, process_part
@@ -282,7 +282,7 @@ def _writer(settings: Settings) -> StoreSet:
 
 def _stores_of(settings: Settings) -> tuple[Any, ...]:
     """What the open stores depend on (a run with other chunking settings reuses them)."""
-    return settings.stores, settings.vectors, settings.embed
+    return settings.stores, settings.hnsw, settings.embed
 
 
 def _close_writer(settings: Settings) -> None:

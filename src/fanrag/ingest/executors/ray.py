@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import numpy as np
 
-from ..errors import EmbeddingError, FanragError, MissingExtraError, require
-from .executor import WorkerCrashed
+from ...errors import EmbeddingError, FanragError, MissingExtraError, require
+from .base import WorkerCrashed
 
 if TYPE_CHECKING:
-    from ..embed.base import Embedder
-    from ..settings import EmbedSettings, Settings
+    from ...embed.base import Embedder
+    from ...settings import EmbedSettings, Settings
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ class EmbedActor:
     """Builds the embedder once from its settings, then embeds whole batches (Ray Data's callable-class style)."""
 
     def __init__(self, settings: EmbedSettings) -> None:
-        from ..embed import create_embedder
+        from ...embed import create_embedder
 
         self._embedder = create_embedder(settings)
         self._calls = 0
