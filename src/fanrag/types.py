@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from .ids import chunk_id as _chunk_id
+
+
+class BranchName(StrEnum):
+    """The retrieval branches, in fan-out order. The one list that settings, CLI, server and eval use."""
+
+    DENSE = "dense"
+    BM25 = "bm25"
+    SUBQUERIES = "subqueries"
+    GRAPH = "graph"
 
 
 @dataclass(frozen=True, slots=True)
