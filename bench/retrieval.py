@@ -29,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, percentile, print_table, ratio, write_result
 
+from fanrag.engine import Engine
 from fanrag.retrieve import Retriever
 from fanrag.settings import Settings
 
@@ -110,7 +111,8 @@ def run(home: Path, data: Path, limit: int | None, warmup: int, out_dir: Path | 
     env = environment()
     settings = Settings.load(home=home)
     queries = load_queries(data)[:limit]
-    with Retriever.open(settings) as retriever:
+    with Engine.open(settings=settings, mode="read") as engine:
+        retriever = engine.retriever
         stats = asyncio.run(measure(retriever, queries, warmup))
         shards = retriever.stores.vectors.n_shards
         chunks = retriever.stores.vectors.count()

@@ -91,7 +91,7 @@ def run_ingest(corpus: Path, home: Path, stores: dict[str, str], record: list[tu
             info = engine.status()
     finally:
         IngestPipeline._write_once = real  # type: ignore[method-assign]
-    assert info["vectors"] == info["chunks"], info  # every chunk in every store (the buffer flushed at the end)
+    assert info.vectors == info.chunks, info  # every chunk in every store (the buffer flushed at the end)
     return {"wall_s": wall, "docs": summary.ok, "chunks": summary.chunks, "failed": len(summary.failed),
             "docs_per_s": summary.ok / wall, "embed_s": summary.stages.embed, "write_s": summary.stages.write,
             "write_stores_s": summary.stages.write_stores}

@@ -1,9 +1,12 @@
-"""The Python API: one object that owns the settings, the stores and the embedder.
+"""The one front door: ``Engine`` owns the settings, the stores, the embedder and the retriever.
 
-    with Engine.open("my-index") as engine:
+    with Engine.open("my-index") as engine:                 # writer: takes the home's lock
         summary = engine.ingest(["docs/"])
+    with Engine.open("my-index", mode="read") as engine:    # reader: no lock, sees what is committed
         result = engine.query("How do I cancel an asyncio task?")
 
+The CLI, the HTTP server and the evaluation runner all open an index through ``Engine.open``, so they
+see the same checks (the embedder must be the one the index was built with) and the same retriever.
 ``ingest``/``query`` are thin sync edges over ``aingest``/``aquery``; the logic lives once, in the
 ingestion pipeline and the retriever.
 """
@@ -13,44 +16,47 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .embed.base import Embedder
 from .ingest.sources import JobSource, PathSource
 from .ingest.summary import IngestSummary, Progress
 from .settings import Settings
 from .stores import StoreSet, open_stores
+from .types import DocStatus, IndexStatus
+
+if TYPE_CHECKING:
+    from .retrieve import QueryResult, Retriever, RetrievalResult
+
+Mode = Literal["read", "write"]
 
 
 class Engine:
-    def __init__(self, settings: Settings, stores: StoreSet, embedder: Embedder | None = None) -> None:
+    def __init__(self, settings: Settings, stores: StoreSet, embedder: Embedder) -> None:
         self.settings = settings
         self.stores = stores
-        self._embedder = embedder
-        self._retriever: Any = None
+        self.embedder = embedder
+        self._retriever: Retriever | None = None
 
     @classmethod
-    def open(cls, home: str | Path | None = None, settings: Settings | None = None, *, mode: str = "write",
+    def open(cls, home: str | Path | None = None, settings: Settings | None = None, *, mode: Mode = "write",
              overrides: dict[str, Any] | None = None) -> Engine:
-        """Open (creating if needed) the index at ``home``. ``mode="read"`` takes no writer lock."""
+        """Open the index at ``home``. ``mode="write"`` creates it if needed and takes the writer lock;
+        ``mode="read"`` takes no lock and creates nothing. Either way the configured embedder must be the
+        one the index was built with (same model, same dimension), or a StoreError names both."""
+        if mode not in ("read", "write"):
+            raise ValueError(f"mode must be 'read' or 'write', not {mode!r}")
         if settings is None:
             settings = Settings.load(home=home, overrides=overrides)
         elif home is not None:
             settings = settings.replace(home=Path(home))
-        settings.home.mkdir(parents=True, exist_ok=True)
-        embedder = None
-        dim = None
-        if mode == "write":
-            embedder = _create_embedder(settings)
-            dim = embedder.dim
-        stores = open_stores(settings, mode=mode, dim=dim, model=embedder.name if embedder else "")
+        embedder = _create_embedder(settings)
+        try:
+            stores = open_stores(settings, mode=mode, dim=embedder.dim, model=embedder.name)
+        except BaseException:
+            embedder.close()
+            raise
         return cls(settings, stores, embedder)
-
-    @property
-    def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = _create_embedder(self.settings)
-        return self._embedder
 
     # ------------------------------------------------------------------ ingestion
 
@@ -74,20 +80,29 @@ class Engine:
     # ------------------------------------------------------------------ retrieval
 
     @property
-    def retriever(self) -> Any:
+    def retriever(self) -> Retriever:
+        """The retriever over this engine's stores and embedder, built on first use; ``close`` stops it."""
         if self._retriever is None:
-            from .graph.extract import create_extractor
+            from .graph import create_extractor
             from .retrieve import Retriever
 
             extractor = create_extractor(self.settings.stores.entity_extractor)
             self._retriever = Retriever(self.settings, self.stores, self.embedder, extractor)
         return self._retriever
 
-    async def aquery(self, text: str, **kw: Any) -> Any:
+    async def aquery(self, text: str, **kw: Any) -> QueryResult:
+        """Retrieve, rerank and answer (see ``Retriever.aquery`` for the options)."""
         return await self.retriever.aquery(text, **kw)
 
-    def query(self, text: str, **kw: Any) -> Any:
+    def query(self, text: str, **kw: Any) -> QueryResult:
         return asyncio.run(self.aquery(text, **kw))
+
+    async def aretrieve(self, text: str, **kw: Any) -> RetrievalResult:
+        """The fused hits and every branch's lists, without rerank or answer (``Retriever.aretrieve``)."""
+        return await self.retriever.aretrieve(text, **kw)
+
+    def retrieve(self, text: str, **kw: Any) -> RetrievalResult:
+        return asyncio.run(self.aretrieve(text, **kw))
 
     # ------------------------------------------------------------------ management
 
@@ -98,23 +113,25 @@ class Engine:
         self.stores.vectors.flush()
         return n
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> IndexStatus:
         s = self.stores
         meta = s.meta.stats()
-        return {
-            "home": str(self.settings.home.resolve()),
-            "embedder": self.settings.embed.backend + "/" + self.settings.embed.model,
-            **meta,
-            "vectors": s.vectors.count(),
-            "vector_shards": s.vectors.n_shards,
-            "keyword_chunks": s.keywords.count(),
-            "graph": s.graph.stats(),
-        }
+        return IndexStatus(
+            home=str(self.settings.home.resolve()), embedder=self.embedder.name, sources=int(meta["sources"]),
+            documents=DocStatus.from_counts(meta["documents_by_status"]), chunks=int(meta["chunks"]),
+            failures=int(meta["failures"]), vectors=s.vectors.count(), vector_shards=s.vectors.n_shards,
+            keyword_chunks=s.keywords.count(), graph=dict(s.graph.stats()),
+            schema_version=int(meta.get("schema_version", 0)))
 
     def close(self) -> None:
-        self.stores.close()
-        if self._embedder is not None:
-            self._embedder.close()
+        """Stop the retriever's thread pools, then close the stores (releasing the lock) and the embedder."""
+        try:
+            if self._retriever is not None:
+                self._retriever.close()
+                self._retriever = None
+            self.stores.close()
+        finally:
+            self.embedder.close()
 
     def __enter__(self) -> Self:
         return self

@@ -18,6 +18,9 @@ class BranchName(StrEnum):
     GRAPH = "graph"
 
 
+BRANCH_NAMES: tuple[str, ...] = tuple(b.value for b in BranchName)  # ``"x" in BranchName`` raises on 3.11
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """One page of a loaded document. ``number`` is 1-based; ``offset`` is where the page's text starts
@@ -88,3 +91,46 @@ class Hit:
     source: str = ""
     page: int = 0
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DocStatus:
+    """How many documents the index holds in each state (only ``committed`` ones are searchable)."""
+
+    committed: int = 0
+    pending: int = 0
+    failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.committed + self.pending + self.failed
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int]) -> DocStatus:
+        return cls(**{k: int(counts.get(k, 0)) for k in ("committed", "pending", "failed")})
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStatus:
+    """What an index holds, store by store (``fanrag status``). Committed chunks, vectors and keyword
+    entries agree once every write has finished; a difference shows work a crash left to redo."""
+
+    home: str
+    embedder: str
+    sources: int
+    documents: DocStatus
+    chunks: int
+    failures: int
+    vectors: int
+    vector_shards: int
+    keyword_chunks: int
+    graph: dict[str, int] = field(default_factory=dict)
+    schema_version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        d["documents"] = self.documents.total
+        d["documents_by_status"] = {k: v for k, v in (("committed", self.documents.committed),
+                                                      ("pending", self.documents.pending),
+                                                      ("failed", self.documents.failed)) if v}
+        return d

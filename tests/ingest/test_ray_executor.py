@@ -149,7 +149,7 @@ def store_contents(engine: Engine) -> dict[str, Any]:
             "vectors": vectors_of([c.chunk_id for c in chunks]),
         }
     status = engine.status()
-    counts = {k: status[k] for k in ("vectors", "keyword_chunks", "graph")}
+    counts = {k: getattr(status, k) for k in ("vectors", "keyword_chunks", "graph")}
     return {"docs": docs, "counts": counts}
 
 
@@ -210,7 +210,7 @@ def test_a_crashed_ray_worker_fails_only_its_file(tmp_path: Path, ray_cluster: R
             summary = asyncio.run(pipeline.arun(PathSource([corpus], exclude=[settings.home])))
         finally:
             executor.close()
-        assert summary.ok == 1 and engine.status()["vectors"] == summary.chunks > 0
+        assert summary.ok == 1 and engine.status().vectors == summary.chunks > 0
     assert [(Path(p).name, "Ray worker died" in r) for p, r in summary.failed] == [("crash.md", True)]
 
 

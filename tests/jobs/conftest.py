@@ -44,5 +44,5 @@ def committed_sources(home: Path) -> list[str]:
     with Engine.open(home, mode="read") as engine:
         info = engine.status()
         docs = engine.stores.meta.documents(status="committed")
-    assert info["vectors"] == info["keyword_chunks"] == info["chunks"] == sum(d.n_chunks for d in docs)
+    assert info.vectors == info.keyword_chunks == info.chunks == sum(d.n_chunks for d in docs)
     return sorted(d.source for d in docs)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from fanrag.errors import MissingExtraError, QueryError
 from fanrag.retrieve.chat import ChatClient
+from fanrag.retrieve.factory import create_generator
 from fanrag.retrieve.generate import (
     EXTRACTIVE_LABEL,
     NO_SOURCES,
@@ -15,7 +16,6 @@ from fanrag.retrieve.generate import (
     LlamaCppGenerator,
     OpenAIGenerator,
     build_messages,
-    create_generator,
     parse_citations,
 )
 from fanrag.settings import LLMSettings

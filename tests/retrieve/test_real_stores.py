@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fanrag.retrieve import Retriever
-from fanrag.settings import Settings
+from fanrag.engine import Engine
 
 
 def test_answers_from_a_real_index(real_home: Any) -> None:
-    with Retriever.open(Settings.load(home=real_home.home)) as r:
+    with Engine.open(real_home.home, mode="read") as r:
         res = r.query("What does volcanic ash from Mount Etna disrupt?")
         assert res.hits[0].source == str(real_home.docs / "volcano.md")
         assert "Volcanic ash from Mount Etna can disrupt air travel across Europe. [1]" in res.answer
@@ -21,7 +20,7 @@ def test_answers_from_a_real_index(real_home: Any) -> None:
 
 
 def test_uncommitted_chunk_in_the_indexes_is_not_returned(real_home: Any) -> None:
-    with Retriever.open(Settings.load(home=real_home.home)) as r:
+    with Engine.open(real_home.home, mode="read") as r:
         res = r.retrieve("Mount Etna volcanic ash air travel disruption Europe")
         assert real_home.ghost in res.per_branch()["bm25"][:2]  # the indexes hold it...
         assert real_home.ghost not in {h.chunk_id for h in res.hits}  # ...the metadata store does not
@@ -29,7 +28,7 @@ def test_uncommitted_chunk_in_the_indexes_is_not_returned(real_home: Any) -> Non
 
 
 def test_subqueries_are_embedded_in_one_batch_over_every_shard(real_home: Any) -> None:
-    with Retriever.open(Settings.load(home=real_home.home)) as r:
+    with Engine.open(real_home.home, mode="read") as r:
         res = r.retrieve("What is the difference between aspirin and insulin?")
         subs = [rl for rl in res.lists if rl.branch == "subqueries"]
         assert [rl.query for rl in subs] == ["aspirin", "insulin"]

@@ -8,12 +8,12 @@ from fastapi import FastAPI, Request
 
 from fanrag.errors import ConfigError, QueryError
 from fanrag.retrieve import Retriever
+from fanrag.retrieve.factory import create_reranker
 from fanrag.retrieve.rerank import (
     CachedReranker,
     CohereReranker,
     CrossEncoderReranker,
     TEIReranker,
-    create_reranker,
 )
 from fanrag.settings import RerankSettings
 
@@ -64,12 +64,12 @@ def test_retriever_orders_hits_by_rerank_score(corpus: Any, tiny_cross_encoder: 
     s = corpus.settings.replace(rerank={"backend": "cross-encoder", "model": str(tiny_cross_encoder)})
     r = Retriever(s, corpus.stores, corpus.embedder, corpus.extractor)
     res = r.query("aspirin inflammation", top_n=5)
-    assert res.rerank["status"] == "ok" and res.rerank["scored"] == len(res.retrieval.hits)
+    assert res.rerank.status == "ok" and res.rerank.scored == len(res.retrieval.hits)
     scores = [h.score for h in res.hits]
     assert scores == sorted(scores, reverse=True)
     expected = r.reranker.inner.score(res.query, [h.text for h in res.retrieval.hits])
     assert scores == pytest.approx(sorted(expected, reverse=True)[:5], abs=1e-5)
-    assert r.query("aspirin inflammation").rerank["cached"] == len(res.retrieval.hits)
+    assert r.query("aspirin inflammation").rerank.cached == len(res.retrieval.hits)
 
 
 def test_lru_evicts_the_oldest() -> None:
@@ -132,7 +132,7 @@ def test_http_rerankers_put_scores_back_in_input_order(serve: Any) -> None:
 def test_reranker_outage_keeps_the_fused_order(corpus: Any, dead_url: str) -> None:
     s = corpus.settings.replace(rerank={"backend": "tei", "url": dead_url})
     res = Retriever(s, corpus.stores, corpus.embedder, corpus.extractor).query("aspirin")
-    assert res.rerank["status"].startswith("error: QueryError") and "kept the fused order" in res.rerank["status"]
+    assert res.rerank.status.startswith("error: QueryError") and "kept the fused order" in res.rerank.status
     assert [h.chunk_id for h in res.hits] == [h.chunk_id for h in res.retrieval.hits[: len(res.hits)]]
 
 

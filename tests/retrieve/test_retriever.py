@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import threading
 from typing import Any
 
@@ -106,6 +107,17 @@ def test_a_slow_branch_times_out_and_the_query_still_answers(corpus_factory: Any
     assert res.hits[0].doc_id == c.doc_ids["aspirin"]
 
 
+def test_a_timed_out_branch_cannot_change_the_result_it_missed(corpus_factory: Any, doubles: Any) -> None:
+    # BM25 answers after the timeout and then runs PRF, which has a trace line to add: once the query
+    # has returned, that line must not appear in (or be appended to) the returned result.
+    c = corpus_factory(keywords=doubles.MemKeywords(delay_s=0.3), branch_timeout_s=0.1)
+    res = make(c).retrieve("How does aspirin reduce inflammation?")
+    before = list(res.trace)
+    time.sleep(0.8)  # the branch thread finishes its first search and its PRF search meanwhile
+    assert len(c.stores.keywords.queries) == 2  # it did run PRF...
+    assert res.trace == before and not any(line.startswith("prf:") for line in res.trace)  # ...unseen
+
+
 def test_a_failing_branch_is_reported_and_dropped(corpus: Any) -> None:
     corpus.stores.vectors.fail = True
     res = make(corpus).query("How does aspirin reduce inflammation?")
@@ -189,7 +201,7 @@ def test_missing_optional_packages_name_their_extra(monkeypatch: Any) -> None:
     import sys
 
     from fanrag.errors import MissingExtraError
-    from fanrag.retrieve.rerank import create_reranker
+    from fanrag.retrieve.factory import create_reranker
     from fanrag.settings import RerankSettings
 
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)

@@ -8,10 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanrag.retrieve.chat import ChatClient
+from fanrag.retrieve.factory import create_transformer
 from fanrag.retrieve.transform import (
     LLMTransformer,
     RulesTransformer,
-    create_transformer,
     decompose,
     normalize,
     parse_llm_json,

@@ -224,7 +224,7 @@ def test_engine_ingest_through_the_buffer_survives_a_redis_restart(tmp_path: Pat
             assert summary.failed == [] and summary.ok == len(TOPICS) * 3
             assert vectors.pending() == 0  # the end of the run flushed everything
             info = engine.status()
-            assert info["vectors"] == info["chunks"] == info["keyword_chunks"] == len(TOPICS) * 3
+            assert info.vectors == info.chunks == info.keyword_chunks == len(TOPICS) * 3
             result = asyncio.run(engine.retriever.aretrieve("what stops helium nuclei?", branches=["dense"]))
             assert result.hits and "helium" in result.hits[0].text.lower()
     finally:

@@ -113,7 +113,7 @@ def _print_summary(s: IngestSummary) -> None:
 def status(home: str | None, as_json: bool) -> None:
     """Show what the index holds."""
     with Engine.open(home, mode="read") as engine:
-        info = engine.status()
+        info = engine.status().to_dict()
     if as_json:
         click.echo(json.dumps(info, default=str))
         return

@@ -7,9 +7,10 @@ import json
 
 import click
 
-from ..retrieve import BRANCHES, Retriever
+from ..engine import Engine
 from ..retrieve.results import QueryResult
 from ..settings import Settings
+from ..types import BRANCH_NAMES
 from .options import home_option, json_option
 
 BAR_WIDTH = 48
@@ -18,9 +19,9 @@ BAR_WIDTH = 48
 def _branches(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...] | None:
     """``--branches dense,bm25`` or repeated ``--branches dense --branches bm25``."""
     names = [b.strip() for v in value for b in v.split(",") if b.strip()]
-    bad = [b for b in names if b not in BRANCHES]
+    bad = [b for b in names if b not in BRANCH_NAMES]
     if bad:
-        raise click.BadParameter(f"unknown branch {bad[0]!r}; choose from {', '.join(BRANCHES)}")
+        raise click.BadParameter(f"unknown branch {bad[0]!r}; choose from {', '.join(BRANCH_NAMES)}")
     return tuple(names) or None
 
 
@@ -31,7 +32,7 @@ def _branches(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
 @click.option("--explain", is_flag=True, help="Draw the branch timeline (start/end of each branch).")
 @click.option("--top-n", type=click.IntRange(min=1), default=None, help="Chunks in the final context.")
 @click.option("--branches", multiple=True, callback=_branches, metavar="NAMES",
-              help=f"Comma-separated subset of: {', '.join(BRANCHES)}.")
+              help=f"Comma-separated subset of: {', '.join(BRANCH_NAMES)}.")
 @click.option("--no-answer", is_flag=True, help="Retrieve only; do not generate an answer.")
 def query(text: str, home: str | None, as_json: bool, explain: bool, top_n: int | None,
           branches: tuple[str, ...] | None, no_answer: bool) -> None:
@@ -40,8 +41,8 @@ def query(text: str, home: str | None, as_json: bool, explain: bool, top_n: int 
     # stream tokens to the terminal only for a model that streams; JSON output stays one object
     streaming = not as_json and settings.llm.backend != "extractive" and not no_answer
     on_token = (lambda tok: click.echo(tok, nl=False)) if streaming else None
-    with Retriever.open(settings) as retriever:
-        result = retriever.query(text, branches=branches, top_n=top_n, generate=not no_answer, on_token=on_token)
+    with Engine.open(settings=settings, mode="read") as engine:
+        result = engine.query(text, branches=branches, top_n=top_n, generate=not no_answer, on_token=on_token)
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
@@ -87,7 +88,7 @@ def timeline(result: QueryResult) -> str:
     merge_start = fan_start + r.fanout_ms
     rows.append(("fuse+fetch", merge_start, merge_start + r.fusion_ms + r.fetch_ms, ""))
     rerank_start = total - result.generate_ms - result.rerank_ms
-    rows.append(("rerank", rerank_start, rerank_start + result.rerank_ms, str(result.rerank.get("status", ""))))
+    rows.append(("rerank", rerank_start, rerank_start + result.rerank_ms, result.rerank.status))
     rows.append(("generate", total - result.generate_ms, total, ""))
     out = [f"timeline, ms (0 .. {total:.1f})"]
     for name, a, b, status in rows:

@@ -226,32 +226,15 @@ async def aevaluate(engine: Any, dataset_dir: str | Path, ablations: Sequence[st
         info = {"ok": summary.ok, "unchanged": summary.unchanged, "failed": len(summary.failed),
                 "chunks": summary.chunks, "wall_s": round(summary.wall_s, 3)}
     external = external_map(engine.stores.meta, corpus_ids(dataset.corpus))
-    retriever = retriever_for(engine)
+    retriever = engine.retriever
     report = EvalReport(dataset=str(dataset.root), split=split, n_queries=len(dataset.queries), k=k, ablations=[],
                         ingest=info, settings=_settings_info(engine.settings))
-    try:
-        for name, (bs, rerank) in chosen.items():
-            if rerank and engine.settings.rerank.backend == "none":
-                report.skipped[name] = "rerank.backend = none"
-                continue
-            report.ablations.append(await run_ablation(retriever, dataset, name, bs, rerank, external, k, on_query))
-    finally:
-        if retriever is not engine.retriever:
-            retriever.close()  # its own thread pool; the stores and embedder stay the engine's
+    for name, (bs, rerank) in chosen.items():
+        if rerank and engine.settings.rerank.backend == "none":
+            report.skipped[name] = "rerank.backend = none"
+            continue
+        report.ablations.append(await run_ablation(retriever, dataset, name, bs, rerank, external, k, on_query))
     return report
-
-
-def retriever_for(engine: Any) -> Any:
-    """``engine.retriever``, or, when it was built without an entity extractor (so its graph branch
-    would skip every query), a retriever over the same stores and embedder that has one."""
-    retriever = engine.retriever
-    if retriever.extractor is not None or engine.settings.stores.entity_extractor == "none":
-        return retriever
-    from ..graph.extract import create_extractor
-    from ..retrieve import Retriever
-
-    return Retriever(engine.settings, engine.stores, engine.embedder,
-                     create_extractor(engine.settings.stores.entity_extractor))
 
 
 def evaluate(engine: Any, dataset_dir: str | Path, ablations: Sequence[str] | None = None, k: int = 100,

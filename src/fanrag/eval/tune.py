@@ -24,7 +24,7 @@ from ..retrieve.results import doc_of
 from ..settings import CONFIG_FILE
 from .beir import BeirDataset, corpus_ids, load_beir
 from .metrics import evaluate_rankings
-from .runner import external_map, limit_dataset, retriever_for
+from .runner import external_map, limit_dataset
 
 RRF_KS = (10, 20, 40, 60, 100)
 # (dense weight, bm25 weight); the bm25 branch's second list (the PRF-expanded query, kind "prf") takes the
@@ -147,12 +147,7 @@ async def atune(engine: Any, dataset_dir: str | Path, seed: int = 0, *, limit: i
         grid = build_grid(default, graph_weights=graph_weights)
     external = external_map(engine.stores.meta, corpus_ids(dataset.corpus))
     t0 = time.perf_counter()
-    retriever = retriever_for(engine)
-    try:
-        cache = await collect_lists(retriever, dataset, max(p.branch_k for p in grid), branches=branches)
-    finally:
-        if retriever is not engine.retriever:
-            retriever.close()
+    cache = await collect_lists(engine.retriever, dataset, max(p.branch_k for p in grid), branches=branches)
     t1 = time.perf_counter()
     tune_q, test_q = split_queries(list(dataset.queries), seed)
     ranked = search(grid, cache, dataset.qrels, external, tune_q)

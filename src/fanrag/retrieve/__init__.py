@@ -1,7 +1,9 @@
-"""Retrieval and answers: query transformation, concurrent fan-out, RRF, rerank, lost-in-the-middle
-ordering and cited answers. ``Retriever`` is the entry point."""
+"""Retrieval and answers: query transformation, concurrent fan-out over the branches, RRF, rerank,
+lost-in-the-middle ordering and cited answers. ``fanrag.Engine.retriever`` gives the ``Retriever``."""
 
-from .retriever import BRANCHES, Retriever, merge_shards
+from ..stores.merge import merge_shards
+from .branches import BM25Branch, Branch, BranchOutput, DenseBranch, GraphBranch, SubqueriesBranch, VectorSearch
+from .factory import GENERATORS, RERANKERS, TRANSFORMERS, create_generator, create_reranker, create_transformer
 from .fusion import rrf
 from .generate import (
     Answer,
@@ -10,58 +12,27 @@ from .generate import (
     Generator,
     LlamaCppGenerator,
     OpenAIGenerator,
-    create_generator,
     parse_citations,
 )
 from .order import lost_in_the_middle
-from .rerank import (
-    CachedReranker,
-    CohereReranker,
-    CrossEncoderReranker,
-    Reranker,
-    TEIReranker,
-    create_reranker,
-)
-from .results import BranchTiming, QueryResult, RankedList, RetrievalResult
+from .rerank import CachedReranker, CohereReranker, CrossEncoderReranker, Reranker, TEIReranker
+from .results import BranchTiming, QueryResult, RankedList, RerankInfo, RetrievalResult
+from .retriever import BRANCHES, Retriever
 from .transform import (
     LLMTransformer,
     QueryTransformer,
     RulesTransformer,
     TransformResult,
-    create_transformer,
     decompose,
     prf_expand,
 )
 
 __all__ = [
-    "BRANCHES",
-    "Answer",
-    "BranchTiming",
-    "CachedReranker",
-    "Citation",
-    "CohereReranker",
-    "CrossEncoderReranker",
-    "ExtractiveGenerator",
-    "Generator",
-    "LLMTransformer",
-    "LlamaCppGenerator",
-    "OpenAIGenerator",
-    "QueryResult",
-    "QueryTransformer",
-    "RankedList",
-    "Reranker",
-    "RetrievalResult",
-    "Retriever",
-    "RulesTransformer",
-    "TEIReranker",
-    "TransformResult",
-    "create_generator",
-    "create_reranker",
-    "create_transformer",
-    "decompose",
-    "lost_in_the_middle",
-    "merge_shards",
-    "parse_citations",
-    "prf_expand",
-    "rrf",
+    "BRANCHES", "GENERATORS", "RERANKERS", "TRANSFORMERS", "Answer", "BM25Branch", "Branch", "BranchOutput",
+    "BranchTiming", "CachedReranker", "Citation", "CohereReranker", "CrossEncoderReranker", "DenseBranch",
+    "ExtractiveGenerator", "Generator", "GraphBranch", "LLMTransformer", "LlamaCppGenerator", "OpenAIGenerator",
+    "QueryResult", "QueryTransformer", "RankedList", "RerankInfo", "Reranker", "RetrievalResult", "Retriever",
+    "RulesTransformer", "SubqueriesBranch", "TEIReranker", "TransformResult", "VectorSearch", "create_generator",
+    "create_reranker", "create_transformer", "decompose", "lost_in_the_middle", "merge_shards",
+    "parse_citations", "prf_expand", "rrf",
 ]

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from ..errors import require
 from ..settings import LLMSettings
@@ -96,6 +96,10 @@ class ExtractiveGenerator:
         self.max_words = max_words
         self.max_symbols = max_symbols
 
+    @classmethod
+    def from_settings(cls, cfg: LLMSettings) -> ExtractiveGenerator:
+        return cls()
+
     def _prose(self, sent: str) -> bool:
         # Quote prose: code and tables split into "sentences" badly and read worse than the chunk itself.
         return (self.min_words <= len(words(sent)) <= self.max_words and symbol_share(sent) <= self.max_symbols
@@ -172,6 +176,10 @@ class _ChatGenerator(ABC):
     def __init__(self, cfg: LLMSettings) -> None:
         self.cfg = cfg
 
+    @classmethod
+    def from_settings(cls, cfg: LLMSettings) -> Self:
+        return cls(cfg)
+
     @abstractmethod
     def _run(self, messages: list[Message], on_token: OnToken | None) -> str:
         """The model's reply to ``messages``; ``on_token`` (if given) sees each streamed delta."""
@@ -227,12 +235,3 @@ class LlamaCppGenerator(_ChatGenerator):
                 parts.append(delta)
                 on_token(delta)
         return "".join(parts)
-
-
-def create_generator(cfg: LLMSettings) -> Generator:
-    """The generator ``cfg.backend`` names."""
-    if cfg.backend == "openai":
-        return OpenAIGenerator(cfg)
-    if cfg.backend == "llama-cpp":
-        return LlamaCppGenerator(cfg)
-    return ExtractiveGenerator()

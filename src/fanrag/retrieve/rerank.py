@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import httpx
 
-from ..errors import ConfigError, QueryError, require
+from ..errors import QueryError, require
 from ..settings import RerankSettings
 
 
@@ -35,6 +35,10 @@ class CrossEncoderReranker:
         self.batch_size = batch_size
         self.model = st.CrossEncoder(model, device="cpu")
 
+    @classmethod
+    def from_settings(cls, cfg: RerankSettings) -> CrossEncoderReranker:
+        return cls(cfg.model, cfg.batch_size)
+
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
         if not texts:
             return []
@@ -50,6 +54,10 @@ class _HTTPReranker:
         self.model = model
         key = os.environ.get(api_key_env, "")
         self._http = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {key}"} if key else {})
+
+    @classmethod
+    def from_settings(cls, cfg: RerankSettings) -> Self:
+        return cls(cfg.url, cfg.model, cfg.api_key_env, cfg.timeout_s)
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         try:
@@ -150,19 +158,3 @@ class CachedReranker:
         self._cache[key] = score
         while len(self._cache) > self.size:
             self._cache.popitem(last=False)
-
-
-def create_reranker(cfg: RerankSettings) -> CachedReranker | None:
-    """The reranker ``cfg.backend`` names, behind its LRU; None for backend ``none``."""
-    if cfg.backend == "none":
-        return None
-    inner: Reranker
-    if cfg.backend == "cross-encoder":
-        inner = CrossEncoderReranker(cfg.model, cfg.batch_size)
-    elif cfg.backend == "cohere":
-        inner = CohereReranker(cfg.url, cfg.model, cfg.api_key_env, cfg.timeout_s)
-    elif cfg.backend == "tei":
-        inner = TEIReranker(cfg.url, cfg.model, cfg.api_key_env, cfg.timeout_s)
-    else:
-        raise ConfigError("rerank.backend", f"unknown backend {cfg.backend!r}")
-    return CachedReranker(inner, cfg.cache_size)

@@ -91,6 +91,31 @@ class RetrievalResult:
         return sum(t.ms for t in self.branches.values())
 
 
+@dataclass(frozen=True, slots=True)
+class RerankInfo:
+    """What the rerank step did: ``status`` is ok, skipped: why, timeout: ... or error: ... (the fused
+    order is kept on anything but ok); ``scored``/``cached`` count the candidates scored now / from cache."""
+
+    backend: str
+    status: str
+    model: str = ""
+    scored: int = 0
+    cached: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": self.backend}
+        if self.backend != "none":
+            out["model"] = self.model
+        out["status"] = self.status
+        if self.ok:
+            out |= {"scored": self.scored, "cached": self.cached}
+        return out
+
+
 def hit_dict(hit: Hit) -> dict[str, Any]:
     return {"chunk_id": hit.chunk_id, "doc_id": hit.doc_id, "source": hit.source, "page": hit.page,
             "score": round(float(hit.score), 6), "text": hit.text}
@@ -101,7 +126,7 @@ class QueryResult:
     query: str
     hits: list[Hit]  # the final top_n, most relevant first
     retrieval: RetrievalResult
-    rerank: dict[str, Any]
+    rerank: RerankInfo
     answer: str = ""  # "" when generation was not asked for
     citations: list[Citation] = field(default_factory=list)  # the [n] of the answer, mapped to chunks
     generator: str = ""  # who wrote the answer: extractive, openai, llama-cpp ("" = not generated)
@@ -133,7 +158,7 @@ class QueryResult:
                 "generate_ms": round(self.generate_ms, 3),
                 "total_ms": round(self.total_ms, 3),
             },
-            "rerank": self.rerank,
+            "rerank": self.rerank.to_dict(),
             "transform": {
                 "normalized": r.transform.normalized,
                 "subqueries": list(r.transform.subqueries),

@@ -18,27 +18,29 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit
-
-import numpy as np
 
 from ..errors import QueryError
 from ..settings import Settings
-from ..stores.base import ScoredId
-from ..stores.merge import merge_shards
-from ..types import Hit
+from ..types import BranchName, Hit
+from .branches import BM25Branch, Branch, BranchOutput, DenseBranch, GraphBranch, SubqueriesBranch, VectorSearch
+from .factory import create_generator, create_reranker, create_transformer
 from .fusion import rrf
-from .generate import Answer, ExtractiveGenerator, Generator, OnToken, create_generator
+from .generate import Answer, ExtractiveGenerator, Generator, OnToken
 from .order import lost_in_the_middle
-from .rerank import CachedReranker, create_reranker
-from .results import STATUS_OK, STATUS_TIMEOUT, BranchTiming, QueryResult, RankedList, RetrievalResult
-from .transform import QueryTransformer, TransformResult, create_transformer, prf_expand
+from .rerank import CachedReranker
+from .results import STATUS_TIMEOUT, BranchTiming, QueryResult, RankedList, RerankInfo, RetrievalResult
+from .transform import QueryTransformer, TransformResult
+
+if TYPE_CHECKING:
+    from ..embed.base import Embedder
+    from ..graph.extract import EntityExtractor
+    from ..stores import StoreSet
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-BRANCHES = ("dense", "bm25", "subqueries", "graph")
-BranchOutput = tuple[list[RankedList], str]
+BRANCHES = tuple(BranchName)
 
 
 def _ms(t0: float) -> float:
@@ -56,13 +58,14 @@ def display_source(source: str) -> str:
 class Retriever:
     """Query a set of opened stores. Cheap to construct except for the optional reranker model.
 
-    ``stores`` needs ``meta``, ``vectors``, ``keywords`` and ``graph`` attributes (a ``StoreSet``);
-    ``extractor`` finds entity names in a query for the graph branch (no graph branch without it).
+    ``Engine.retriever`` builds one over the engine's stores and embedder; ``close`` stops its thread
+    pools (the stores and the embedder belong to whoever opened them). ``extractor`` finds entity names
+    in a query for the graph branch (no graph branch without it).
     """
 
-    def __init__(self, settings: Settings, stores: Any, embedder: Any, extractor: Any = None, *,
-                 transformer: QueryTransformer | None = None, reranker: CachedReranker | None = None,
-                 generator: Generator | None = None) -> None:
+    def __init__(self, settings: Settings, stores: StoreSet, embedder: Embedder,
+                 extractor: EntityExtractor | None = None, *, transformer: QueryTransformer | None = None,
+                 reranker: CachedReranker | None = None, generator: Generator | None = None) -> None:
         self.settings = settings
         self.stores = stores
         self.embedder = embedder
@@ -70,34 +73,23 @@ class Retriever:
         self.transformer = transformer or create_transformer(settings)
         self.reranker = reranker if reranker is not None else create_reranker(settings.rerank)
         self.generator = generator or create_generator(settings.llm)
-        self._owned: list[Any] = []  # what ``open`` created and ``close`` must close
-        shards = getattr(stores.vectors, "n_shards", 1) if stores.vectors is not None else 1
+        shards = stores.vectors.n_shards if stores.vectors is not None else 1
         # Branch bodies (and the other blocking calls) run in _pool, sized for a few concurrent queries;
         # shard searches run in _leaves, sized so one query's shards (and its sub-queries') overlap.
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fanrag-query")
         self._leaves = ThreadPoolExecutor(max_workers=max(2, 2 * shards), thread_name_prefix="fanrag-shard")
+        self.branches: dict[BranchName, Branch] = self._build_branches()
 
-    @classmethod
-    def open(cls, settings: Settings) -> Retriever:
-        """Open ``settings.home`` read-only with its embedder and entity extractor; ``close`` closes them."""
-        from ..embed import create_embedder
-        from ..graph.extract import create_extractor
-        from ..stores import open_stores
-
-        embedder = create_embedder(settings.embed)
-        try:
-            stores = open_stores(settings, mode="read", dim=embedder.dim, model=embedder.name)
-        except BaseException:
-            embedder.close()
-            raise
-        try:
-            r = cls(settings, stores, embedder, create_extractor(settings.stores.entity_extractor))
-        except BaseException:
-            stores.close()
-            embedder.close()
-            raise
-        r._owned = [stores, embedder]
-        return r
+    def _build_branches(self) -> dict[BranchName, Branch]:
+        vectors = VectorSearch(self.stores.vectors, self._leaves)
+        prf = self.transformer.name != "none"
+        found: list[Branch] = [
+            DenseBranch(self.embedder, vectors),
+            BM25Branch(self.stores.keywords, self.stores.meta, self.settings.retrieval, prf),
+            SubqueriesBranch(self.embedder, vectors),
+            GraphBranch(getattr(self.stores, "graph", None), self.extractor),
+        ]
+        return {b.name: b for b in found}
 
     def __enter__(self) -> Self:
         return self
@@ -124,97 +116,31 @@ class Retriever:
                 c.close()
         return out
 
-    # ---------------------------------------------------------------------------------------- branches
-    # Each branch runs start to finish in one pool thread. Its steps depend on each other, so handing
-    # every step back to the event loop would only add wake-ups, each waiting for a busy loop. The dense
-    # branches fan their shard searches out from that thread into a second pool that only runs leaf
-    # searches (they never wait on anything), so concurrent queries cannot deadlock the pools.
-
-    def _search_vectors(self, vecs: np.ndarray, k: int, parallel: bool) -> list[list[ScoredId]]:
-        """Global top-k for each row of ``vecs``: every shard's local top-k (concurrently), merged."""
-        vs = self.stores.vectors
-        n = vs.n_shards
-        jobs = [(row, shard) for row in range(len(vecs)) for shard in range(n)]
-        if parallel and len(jobs) > 1:
-            futures = [self._leaves.submit(vs.search_shard, shard, vecs[row], k) for row, shard in jobs]
-            parts = [f.result() for f in futures]
-        else:
-            parts = [vs.search_shard(shard, vecs[row], k) for row, shard in jobs]
-        return [merge_shards(parts[row * n:(row + 1) * n], k) for row in range(len(vecs))]
-
-    def _dense(self, t: TransformResult, k: int, parallel: bool, trace: list[str]) -> BranchOutput:
-        vec = self.embedder.embed_query(t.normalized)
-        return [RankedList("dense", "dense", t.normalized, self._search_vectors(vec[None, :], k, parallel)[0])], \
-            STATUS_OK
-
-    def _skip(self, name: str, t: TransformResult) -> str:
-        """Why a branch has nothing to do ('' if it has): decided on the loop, so it costs no thread."""
-        if name == "subqueries" and not t.extra_queries():
-            return "skipped: no sub-questions or rewrites"
-        if name == "graph" and (self.extractor is None or getattr(self.stores, "graph", None) is None):
-            return "skipped: no entity extractor or graph store"
-        return ""
-
-    def _subqueries(self, t: TransformResult, k: int, parallel: bool, trace: list[str]) -> BranchOutput:
-        extra = t.extra_queries()
-        mat = self.embedder.embed(extra)  # one batched forward pass for all of them
-        found = self._search_vectors(mat, k, parallel)
-        return [RankedList("subqueries", "subqueries", q, hits) for q, hits in zip(extra, found, strict=True)], \
-            STATUS_OK
-
-    def _bm25(self, t: TransformResult, k: int, parallel: bool, trace: list[str]) -> BranchOutput:
-        hits = self.stores.keywords.search(t.normalized, k)
-        lists = [RankedList("bm25", "bm25", t.normalized, hits)]
-        cfg = self.settings.retrieval
-        if self.transformer.name != "none" and cfg.prf_terms > 0 and cfg.prf_docs > 0 and hits:
-            # PRF depends on this search, so it runs here: the other branches never wait for it.
-            top = hits[: cfg.prf_docs]
-            chunks = self.stores.meta.get_chunks([h.chunk_id for h in top])
-            feedback = [(chunks[h.chunk_id].text, h.score) for h in top if h.chunk_id in chunks]
-            expanded, weighted = prf_expand(t.normalized, feedback, cfg.prf_terms)
-            if weighted:
-                trace.append("prf: " + " ".join(f"{w}({s:g})" for w, s in weighted))
-                lists.append(RankedList("bm25", "prf", expanded, self.stores.keywords.search(expanded, k)))
-        return lists, STATUS_OK
-
-    def _graph(self, t: TransformResult, k: int, parallel: bool, trace: list[str]) -> BranchOutput:
-        graph = self.stores.graph
-        candidates = self.extractor.extract_query(t.normalized)
-        # the extractor proposes names and n-grams; only those the graph holds are worth a traversal
-        names = graph.known_entities(candidates) if candidates else []
-        if not names:
-            return [], "skipped: no known entities in the query"
-        trace.append("graph: entities " + ", ".join(names))
-        hits = graph.chunks_for_entities(names, k, 1)
-        return [RankedList("graph", "graph", ", ".join(names), hits)], STATUS_OK
-
-    def _branch(self, name: str) -> Callable[[TransformResult, int, bool, list[str]], BranchOutput]:
-        return {"dense": self._dense, "subqueries": self._subqueries, "bm25": self._bm25, "graph": self._graph}[name]
-
-    async def _timed(self, name: str, args: tuple[TransformResult, int, bool, list[str]],
-                     t0: float) -> tuple[list[RankedList], BranchTiming]:
+    async def _timed(self, branch: Branch, t: TransformResult, k: int, parallel: bool,
+                     t0: float) -> tuple[BranchOutput, BranchTiming]:
+        """Run one branch under its timeout; a failure or timeout drops its lists and is reported."""
         start = _ms(t0)
-        skip = self._skip(name, args[0])
+        skip = branch.skip_reason(t)
         if skip:
-            return [], BranchTiming(start, _ms(t0), skip)
+            return BranchOutput([], skip), BranchTiming(start, _ms(t0), skip)
         try:
-            lists, status = await asyncio.wait_for(self._thread(self._branch(name), *args),
-                                                   self.settings.retrieval.branch_timeout_s)
+            out = await asyncio.wait_for(self._thread(branch.run, t, k, parallel),
+                                         self.settings.retrieval.branch_timeout_s)
         except TimeoutError:
-            lists, status = [], STATUS_TIMEOUT
+            out = BranchOutput([], STATUS_TIMEOUT)
         except Exception as exc:  # one failing branch must not fail the query: it is dropped and reported
-            log.warning("branch %s failed: %s", name, exc, exc_info=True)
-            lists, status = [], f"error: {type(exc).__name__}: {exc}"
-        return lists, BranchTiming(start, _ms(t0), status)
+            log.warning("branch %s failed: %s", branch.name, exc, exc_info=True)
+            out = BranchOutput([], f"error: {type(exc).__name__}: {exc}")
+        return out, BranchTiming(start, _ms(t0), out.status)
 
     # ------------------------------------------------------------------------------------------ public
 
-    def _check_branches(self, branches: Sequence[str] | None) -> tuple[str, ...]:
+    def _check_branches(self, branches: Sequence[str] | None) -> tuple[BranchName, ...]:
         chosen = tuple(branches) if branches else self.settings.retrieval.branches
-        unknown = [b for b in chosen if b not in BRANCHES]
+        unknown = [b for b in chosen if b not in self.branches]
         if unknown:
-            raise QueryError(f"unknown branch {unknown[0]!r}; known: {', '.join(BRANCHES)}")
-        return tuple(dict.fromkeys(chosen))
+            raise QueryError(f"unknown branch {unknown[0]!r}; known: {', '.join(self.branches)}")
+        return tuple(dict.fromkeys(BranchName(b) for b in chosen))
 
     async def aretrieve(self, text: str, branches: Sequence[str] | None = None, k: int | None = None, *,
                         parallel: bool = True, _t0: float | None = None) -> RetrievalResult:
@@ -233,12 +159,11 @@ class Retriever:
         else:
             t = self.transformer.transform(text)
         transform_ms = _ms(t0)
-        trace = list(t.trace)
         fan0 = time.perf_counter()
-        works = [self._timed(n, (t, k, parallel, trace), t0) for n in names]
-        outs = await self._all(works, parallel)
+        outs = await self._all([self._timed(self.branches[n], t, k, parallel, t0) for n in names], parallel)
         fanout_ms = _ms(fan0)
-        lists = [rl for out, _ in outs for rl in out]
+        lists: list[RankedList] = [rl for out, _ in outs for rl in out.lists]
+        trace = [*t.trace, *(line for out, _ in outs for line in out.trace)]
         f0 = time.perf_counter()
         fused = rrf([(rl.kind, [h.chunk_id for h in rl.hits]) for rl in lists],
                     k=self.settings.retrieval.rrf_k, weights=self.settings.retrieval.weights)
@@ -277,22 +202,22 @@ class Retriever:
                     break
         return hits
 
-    async def _rerank(self, query: str, hits: list[Hit]) -> tuple[list[Hit], dict[str, Any]]:
+    async def _rerank(self, query: str, hits: list[Hit]) -> tuple[list[Hit], RerankInfo]:
         if self.reranker is None:
-            return hits, {"backend": "none", "status": "skipped: no reranker configured (rerank.backend = none)"}
-        info: dict[str, Any] = {"backend": self.settings.rerank.backend, "model": self.reranker.name}
+            return hits, RerankInfo("none", "skipped: no reranker configured (rerank.backend = none)")
+        backend, model = str(self.settings.rerank.backend), self.reranker.name
         try:
             scores, cached = await asyncio.wait_for(
                 self._thread(self.reranker.score_ids, query, [h.chunk_id for h in hits], [h.text for h in hits]),
                 self.settings.rerank.timeout_s)
         except TimeoutError:
-            return hits, {**info, "status": "timeout: kept the fused order"}
+            return hits, RerankInfo(backend, "timeout: kept the fused order", model)
         except Exception as exc:  # noqa: BLE001 - a reranker outage degrades to the fused order, reported
-            return hits, {**info, "status": f"error: {type(exc).__name__}: {exc}; kept the fused order"}
+            return hits, RerankInfo(backend, f"error: {type(exc).__name__}: {exc}; kept the fused order", model)
         order = sorted(range(len(hits)), key=lambda i: -scores[i])
         reranked = [Hit(hits[i].chunk_id, scores[i], hits[i].doc_id, hits[i].text, hits[i].source, hits[i].page,
                         hits[i].metadata) for i in order]
-        return reranked, {**info, "status": "ok", "scored": len(hits) - cached, "cached": cached}
+        return reranked, RerankInfo(backend, "ok", model, scored=len(hits) - cached, cached=cached)
 
     async def _generate(self, query: str, top: list[Hit], on_token: OnToken | None) -> Answer:
         sources = lost_in_the_middle(top) if self.generator.litm else top
@@ -332,9 +257,6 @@ class Retriever:
         return asyncio.run(self.aretrieve(text, branches, k, parallel=parallel))
 
     def close(self) -> None:
-        """Stop the thread pool; close the stores and embedder only if ``open`` created them."""
+        """Stop the thread pools (a branch still running past its timeout finishes on its own)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._leaves.shutdown(wait=False, cancel_futures=True)
-        for thing in self._owned:
-            thing.close()
-        self._owned = []

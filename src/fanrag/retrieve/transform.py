@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ..errors import QueryError
+from ..errors import ConfigError, QueryError
 from ..settings import Settings
 from .chat import ChatClient
 from .text import dedupe, terms, words
@@ -163,6 +163,10 @@ class RulesTransformer:
     name = "rules"
     blocking = False
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RulesTransformer:
+        return cls()
+
     def transform(self, query: str) -> TransformResult:
         text = normalize(query)
         subs, rule = decompose(text)
@@ -174,6 +178,10 @@ class RulesTransformer:
 class NoTransformer:
     name = "none"
     blocking = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NoTransformer:
+        return cls()
 
     def transform(self, query: str) -> TransformResult:
         return TransformResult(normalized=normalize(query), trace=["none: query used as given"])
@@ -197,6 +205,14 @@ class LLMTransformer:
         self.client = client
         self.timeout_s = timeout_s
         self.fallback = fallback or RulesTransformer()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LLMTransformer:
+        llm = settings.llm
+        if not llm.url:
+            raise ConfigError("llm.url", "is required when retrieval.transform = llm")
+        client = ChatClient(llm.url, llm.model, api_key_env=llm.api_key_env, timeout_s=llm.timeout_s, max_retries=0)
+        return cls(client, timeout_s=settings.retrieval.transform_timeout_s)
 
     def transform(self, query: str) -> TransformResult:
         text = normalize(query)
@@ -232,19 +248,3 @@ def parse_llm_json(raw: str) -> tuple[list[str], list[str]]:
             raise TypeError(f"{key!r} must be a list of strings")
         out.append(dedupe(x.strip() for x in items if x.strip())[:MAX_SUBQUERIES])
     return out[0], out[1]
-
-
-def create_transformer(settings: Settings) -> QueryTransformer:
-    """The transformer ``settings.retrieval.transform`` names."""
-    kind = settings.retrieval.transform
-    if kind == "none":
-        return NoTransformer()
-    if kind == "llm":
-        llm = settings.llm
-        if not llm.url:
-            from ..errors import ConfigError
-
-            raise ConfigError("llm.url", "is required when retrieval.transform = llm")
-        client = ChatClient(llm.url, llm.model, api_key_env=llm.api_key_env, timeout_s=llm.timeout_s, max_retries=0)
-        return LLMTransformer(client, timeout_s=settings.retrieval.transform_timeout_s)
-    return RulesTransformer()

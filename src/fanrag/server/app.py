@@ -21,10 +21,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from ..errors import ConfigError, FanragError, MissingExtraError, QueryError
 from ..settings import Settings
+from ..types import BranchName
 
 try:
     from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -36,7 +37,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .metrics import Metrics
 
-Branch = Literal["dense", "bm25", "subqueries", "graph"]
+if TYPE_CHECKING:
+    from ..engine import Engine
+
 UPLOADS = "uploads"
 
 
@@ -44,7 +47,7 @@ class QueryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(min_length=1, max_length=4000)
     top_n: int | None = Field(default=None, ge=1, le=100)
-    branches: list[Branch] | None = None
+    branches: list[BranchName] | None = None
     generate: bool = True
 
 
@@ -56,8 +59,7 @@ class IngestPaths(BaseModel):
 @dataclass
 class _State:
     settings: Settings
-    engine: Any  # fanrag.engine.Engine
-    retriever: Any  # fanrag.retrieve.Retriever
+    engine: Engine
     metrics: Metrics
     write_lock: asyncio.Lock  # one ingest/delete at a time: the stores have one writer
 
@@ -111,18 +113,10 @@ class BodyLimit:
 
 def _open_state(settings: Settings) -> _State:
     from ..engine import Engine
-    from ..graph.extract import create_extractor
-    from ..retrieve import Retriever
 
     # Without a token nothing can be written through the API, so take no writer lock.
     engine = Engine.open(settings=settings, mode="write" if settings.server.token else "read")
-    try:
-        retriever = Retriever(settings, engine.stores, engine.embedder,
-                              create_extractor(settings.stores.entity_extractor))
-    except BaseException:
-        engine.close()
-        raise
-    return _State(settings, engine, retriever, Metrics(), asyncio.Lock())
+    return _State(settings, engine, Metrics(), asyncio.Lock())
 
 
 def _state(request: Request) -> _State:
@@ -151,7 +145,6 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            app.state.fanrag.retriever.close()
             app.state.fanrag.engine.close()
 
     app = FastAPI(title="fanrag", version="0.1.0", lifespan=lifespan,
@@ -166,7 +159,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/query", summary="Answer a question with cited sources")
     async def query(req: QueryRequest, st: StateDep) -> dict[str, Any]:
         try:
-            result = await st.retriever.aquery(req.query, branches=req.branches, top_n=req.top_n,
+            result = await st.engine.aquery(req.query, branches=req.branches, top_n=req.top_n,
                                                generate=req.generate)
         except FanragError:
             st.metrics.queries.labels("error").inc()
