@@ -25,7 +25,8 @@ from fanrag.eval.runner import (
     write_runs,
 )
 from fanrag.ids import chunk_id
-from fanrag.retrieve.results import BranchTiming, RankedList, RetrievalResult
+from fanrag.retrieve.fusion import rrf
+from fanrag.retrieve.results import BranchTiming, QueryResult, RankedList, RerankInfo, RetrievalResult
 from fanrag.retrieve.transform import TransformResult
 from fanrag.settings import Settings
 from fanrag.stores.base import ScoredId
@@ -84,7 +85,9 @@ def test_full_ranking_is_the_engines_hits_then_the_same_fusion() -> None:
                                                ScoredId(cid("d3"), 0.7)])
     bm25 = RankedList("bm25", "bm25", "q", [ScoredId(cid("d2"), 9.0), ScoredId(cid("d4"), 8.0)])
     hits = [Hit(cid("d2"), 1 / 61 + 1 / 62, "d2")]  # candidates = 1: the engine returned the top chunk only
-    chunks = full_chunk_ranking(_result([dense, bm25], hits, ("dense", "bm25")), 60, {})
+    r = _result([dense, bm25], hits, ("dense", "bm25"))
+    res = QueryResult("q", hits, r, RerankInfo("none", "skipped"), candidates=hits)
+    chunks = full_chunk_ranking(res, ScriptedRetriever({}).fuse(r.lists))
     assert [c for c, _ in chunks] == [cid("d2"), cid("d1"), cid("d4"), cid("d3")]
     scores = [s for _, s in chunks]
     assert scores == sorted(scores, reverse=True)
@@ -110,10 +113,25 @@ class ScriptedRetriever:
         self.calls: list[tuple[str, tuple[str, ...], int]] = []
 
     async def aretrieve(self, text: str, branches: Any = None, k: Any = None) -> RetrievalResult:
+        branches = tuple(branches or self.settings.retrieval.branches)  # None: as configured, like the engine
         self.calls.append((text, tuple(branches), k))
         lists = [RankedList(b, b, text, [ScoredId(c, 1.0 / (i + 1)) for i, c in enumerate(ids[:k])])
                  for b, ids in self.lists[text].items() if b in branches]
         return _result(lists, [], tuple(branches))
+
+    def fuse(self, lists: list[RankedList]) -> list[tuple[str, float]]:
+        cfg = self.settings.retrieval
+        return rrf([(rl.kind, [h.chunk_id for h in rl.hits]) for rl in lists], k=cfg.rrf_k, weights=cfg.weights)
+
+    async def aquery(self, text: str, branches: Any = None, rerank: Any = None, generate: bool = False) -> QueryResult:
+        """The engine's path: retrieve at the configured depth, then rerank the candidates if asked."""
+        r = await self.aretrieve(text, branches, self.settings.retrieval.branch_k)
+        hits, info = r.hits, RerankInfo("none", "skipped")
+        if rerank and self.reranker is not None:
+            scores, _ = self.reranker.score_ids(text, [h.chunk_id for h in hits], [h.text for h in hits])
+            hits = [hits[i] for i in sorted(range(len(hits)), key=lambda i: -scores[i])]
+            info = RerankInfo("scripted", "ok")
+        return QueryResult(text, hits[:5], r, info, candidates=hits)
 
 
 def test_run_ablation_scores_documents_against_qrels_and_times_every_query(tmp_path: Path) -> None:
@@ -207,3 +225,23 @@ def test_rerank_reorders_the_candidates_and_keeps_the_rest_after_them() -> None:
     res = asyncio.run(run_ablation(retriever, ds, "+rerank", ("bm25",), True, {"da": "A", "db": "B", "dc": "C"}, 10))
     assert res.rankings["q1"] == [("B", 1.0), ("A", 0.5), ("C", 1 / 3)]
     assert res.metrics["mrr@10"] == 1.0
+
+
+def test_identical_ids_are_dropped_from_their_own_ranking() -> None:
+    # ArguAna: a query is itself a corpus document and would otherwise rank first
+    retriever = ScriptedRetriever({"alpha": {"dense": [cid("dq"), cid("da")]}})
+    ds = SimpleNamespace(queries={"Q": "alpha"}, qrels={"Q": {"A": 1}})
+    external = {"dq": "Q", "da": "A"}
+    kept = asyncio.run(run_ablation(retriever, ds, "dense", ("dense",), False, external, 10))
+    dropped = asyncio.run(run_ablation(retriever, ds, "dense", ("dense",), False, external, 10,
+                                       ignore_identical_ids=True))
+    assert [d for d, _ in kept.rankings["Q"]] == ["Q", "A"] and kept.metrics["mrr@10"] == 0.5
+    assert [d for d, _ in dropped.rankings["Q"]] == ["A"] and dropped.metrics["mrr@10"] == 1.0
+
+
+def test_the_default_row_uses_the_configured_branches() -> None:
+    retriever = ScriptedRetriever({"alpha": {"dense": [cid("da")], "bm25": [cid("db")], "graph": [cid("dc")]}})
+    ds = SimpleNamespace(queries={"q1": "alpha"}, qrels={"q1": {"A": 1}})
+    res = asyncio.run(run_ablation(retriever, ds, "default", (), None, {"da": "A"}, 10))
+    assert retriever.calls[-1][1] == tuple(retriever.settings.retrieval.branches)
+    assert res.branches == tuple(retriever.settings.retrieval.branches) and not res.rerank

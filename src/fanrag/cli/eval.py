@@ -28,20 +28,27 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--split", default="test", show_default=True, help="Which qrels/<split>.tsv to use.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write a TREC run file (one per ablation, FILE.<ablation>.ext, when several run).")
+@click.option("--ignore-identical-ids", is_flag=True,
+              help="Leave each query's own id out of its ranking (BEIR's rule for ArguAna).")
+@click.option("--no-answers", is_flag=True, help="Do not score answers even if the set has answers.jsonl.")
 @json_option
 def eval_cmd(dataset_dir: str, home: str | None, branches: str | None, ablations: str | None, k: int,
-             limit: int | None, split: str, out: str | None, as_json: bool) -> None:
+             limit: int | None, split: str, out: str | None, ignore_identical_ids: bool, no_answers: bool,
+             as_json: bool) -> None:
     """Score retrieval on a BEIR dataset (ingesting its corpus.jsonl first if needed).
 
-    Reports nDCG@10, Recall@100, MRR@10 and per-query latency p50/p95/p99 for each ablation: bm25,
-    dense, hybrid (dense+bm25 RRF), +subqueries, +graph, +rerank. Queries run one at a time, so the
-    latencies are each query's own.
+    Reports nDCG@10, Recall@100, MRR@10 and per-query latency p50/p95/p99 for each ablation: default
+    (exactly what a user gets with no options), bm25, dense, hybrid (dense+bm25), +subqueries, +graph,
+    +rerank. Queries run one at a time, so the latencies are each query's own. Where the set has
+    answers.jsonl, the default row also scores the answers (exact match, token F1, answer found in the
+    cited chunks, citation precision and recall).
     """
     engine, needs_ingest = open_engine(home, dataset_dir, split)
     with engine:
         show = not as_json and sys.stderr.isatty()
         report = evaluate(engine, dataset_dir, _csv(ablations), k, branches=_csv(branches), limit=limit,
-                          split=split, ingest=needs_ingest, on_query=_progress_line if show else None)
+                          split=split, ingest=needs_ingest, on_query=_progress_line if show else None,
+                          ignore_identical_ids=ignore_identical_ids, answers=not no_answers)
     if show:
         click.echo("", err=True)
     paths = write_runs(report, out) if out else []
@@ -72,6 +79,10 @@ def _print_report(report: EvalReport) -> None:
     # a pipe gets 80 columns by default, which would cut the metric headers
     console = Console()
     Console(width=max(console.width, 120)).print(table)
+    for a in report.ablations:
+        if a.answers:
+            click.echo(f"answers ({a.name}, {len(a.answer_scores)} questions): " +
+                       ", ".join(f"{m} {v:.4f}" for m, v in a.answers.items()))
     for name, why in report.skipped.items():
         click.echo(f"skipped {name}: {why}")
     for a in report.ablations:

@@ -1,15 +1,21 @@
-"""Run a BEIR test set through the retriever, one ablation at a time, and score it.
+"""Run a BEIR test set through the engine, one ablation at a time, and score it.
 
-    report = evaluate(engine, "data/scifact", ["bm25", "dense", "hybrid"])
+    report = evaluate(engine, "data/scifact", ["default", "bm25", "dense", "hybrid"])
 
-Each ablation is a branch set (plus rerank for ``+rerank``). Queries run one after another, so each
-latency is that query's own (no other query competes for the cores); one untimed warm-up query per
-ablation keeps model loading out of the percentiles.
+Each ablation is a branch set (plus rerank for ``+rerank``); ``default`` is exactly what a user gets with
+no options (the configured branches, and rerank if a reranker is configured). Every query goes through
+``Retriever.aquery``, the path a user's query takes. Queries run one after another, so each latency is
+that query's own (no other query competes for the cores); one untimed warm-up query per ablation keeps
+model loading out of the percentiles.
 
 Chunk rankings become document rankings: a document ranks at its first (best) chunk and scores that
-chunk's score. ``aretrieve`` returns the fused, committed top ``retrieval.candidates`` chunks; Recall@100
-needs a deeper list, so the same fusion (``rrf`` with the same k and weights over the same branch lists)
-is extended past them. The document ids are mapped back to the BEIR ``_id`` through the metadata store.
+chunk's score. The engine returns its candidates (``retrieval.candidates`` chunks, reranked when a
+reranker runs); Recall@100 needs a deeper list, so the retriever's own fusion (``Retriever.fuse``) over
+the same branch lists extends them. Document ids are mapped back to the BEIR ``_id`` through the
+metadata store. ``ignore_identical_ids`` drops the query's own id from its ranking (BEIR's rule for
+ArguAna, whose queries are corpus documents themselves).
+
+Where the dataset has ``answers.jsonl``, the default row also scores the answers (see ``answers.py``).
 """
 
 from __future__ import annotations
@@ -23,15 +29,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..retrieve.fusion import rrf
-from ..retrieve.results import RetrievalResult, doc_of
+from ..retrieve.results import QueryResult, doc_of
+from ..types import BRANCH_NAMES
+from .answers import AnswerScore, GoldAnswer, load_answers, mean_scores, score_answer
 from .beir import BeirDataset, corpus_ids, load_beir
 from .metrics import DEFAULT_METRICS, evaluate_rankings
 from .stats import latency_summary
 
-ALL_BRANCHES = ("dense", "bm25", "subqueries", "graph")
-# name -> (branches, rerank): each adds one stage to the one before, so the table reads as an ablation.
-ABLATIONS: dict[str, tuple[tuple[str, ...], bool]] = {
+ALL_BRANCHES = BRANCH_NAMES
+DEFAULT = "default"
+# name -> (branches, rerank). ``default`` is what a user gets with no options: the configured branches
+# (``()``), and rerank when a reranker is configured (``None``: as configured). The others add one stage
+# to the one before, so the table reads as an ablation.
+ABLATIONS: dict[str, tuple[tuple[str, ...], bool | None]] = {
+    DEFAULT: ((), None),
     "bm25": (("bm25",), False),
     "dense": (("dense",), False),
     "hybrid": (("dense", "bm25"), False),
@@ -39,6 +50,7 @@ ABLATIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     "+graph": (ALL_BRANCHES, False),
     "+rerank": (ALL_BRANCHES, True),
 }
+Ablation = tuple[tuple[str, ...], bool | None]
 
 Ranked = list[tuple[str, float]]  # (document id, score), best first
 OnQuery = Callable[[str, int, int], None]  # (ablation, done, total)
@@ -54,12 +66,17 @@ class AblationResult:
     per_query: dict[str, dict[str, float]] = field(repr=False)
     rankings: dict[str, Ranked] = field(repr=False)  # BEIR qid -> (BEIR doc _id, score), best first
     branch_status: dict[str, dict[str, int]] = field(default_factory=dict)  # branch -> status -> queries
+    answers: dict[str, float] = field(default_factory=dict)  # mean answer scores (sets with answers.jsonl)
+    answer_scores: dict[str, AnswerScore] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "branches": list(self.branches), "rerank": self.rerank,
-                "metrics": {m: round(v, 6) for m, v in self.metrics.items()},
-                "latency": {m: round(v, 3) for m, v in self.latency.items()},
-                "branch_status": self.branch_status}
+        out = {"name": self.name, "branches": list(self.branches), "rerank": self.rerank,
+               "metrics": {m: round(v, 6) for m, v in self.metrics.items()},
+               "latency": {m: round(v, 3) for m, v in self.latency.items()},
+               "branch_status": self.branch_status}
+        if self.answers:
+            out["answers"] = {m: round(v, 6) for m, v in self.answers.items()}
+        return out
 
 
 @dataclass
@@ -72,9 +89,11 @@ class EvalReport:
     skipped: dict[str, str] = field(default_factory=dict)  # ablation -> why it did not run
     ingest: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    ignore_identical_ids: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "split": self.split, "n_queries": self.n_queries, "k": self.k,
+                "ignore_identical_ids": self.ignore_identical_ids,
                 "ablations": [a.to_dict() for a in self.ablations], "skipped": self.skipped,
                 "ingest": self.ingest, "settings": self.settings}
 
@@ -85,8 +104,7 @@ class EvalReport:
         raise KeyError(name)
 
 
-def resolve_ablations(names: Sequence[str] | None, branches: Sequence[str] | None = None
-                      ) -> dict[str, tuple[tuple[str, ...], bool]]:
+def resolve_ablations(names: Sequence[str] | None, branches: Sequence[str] | None = None) -> dict[str, Ablation]:
     """Named ablations (all of them by default), or one custom branch set named after its branches."""
     if branches:
         bad = [b for b in branches if b not in ALL_BRANCHES]
@@ -94,7 +112,7 @@ def resolve_ablations(names: Sequence[str] | None, branches: Sequence[str] | Non
             raise ConfigError("branches", f"unknown branch {bad[0]!r}; known: {', '.join(ALL_BRANCHES)}")
         chosen = tuple(dict.fromkeys(branches))
         return {"+".join(chosen): (chosen, False)}
-    out: dict[str, tuple[tuple[str, ...], bool]] = {}
+    out: dict[str, Ablation] = {}
     for name in names or ABLATIONS:
         if name not in ABLATIONS:
             raise ConfigError("ablations", f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
@@ -112,67 +130,82 @@ def rank_documents(chunks: Iterable[tuple[str, float]]) -> Ranked:
     return list(best.items())
 
 
-def full_chunk_ranking(r: RetrievalResult, rrf_k: int, weights: Mapping[str, float]) -> list[tuple[str, float]]:
-    """The committed hits first (exactly what the engine returned), then the rest of the same fusion."""
-    head = [(h.chunk_id, h.score) for h in r.hits]
+def full_chunk_ranking(result: QueryResult, fused: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    """The engine's candidates first, in its final order, then the rest of the same fusion. After a
+    rerank every chunk gets 1/rank: a reranker's scores share no scale with fusion scores, the order is
+    what counts."""
+    head = [(h.chunk_id, h.score) for h in (result.candidates or result.retrieval.hits)]
     seen = {c for c, _ in head}
-    fused = rrf([(rl.kind, [h.chunk_id for h in rl.hits]) for rl in r.lists], k=rrf_k, weights=weights)
-    return head + [(c, s) for c, s in fused if c not in seen]
+    chunks = head + [(c, s) for c, s in fused if c not in seen]
+    if result.rerank.ok:
+        return [(c, 1.0 / i) for i, (c, _) in enumerate(chunks, start=1)]
+    return chunks
 
 
-def to_external(ranked: Ranked, external: Mapping[str, str], k: int) -> Ranked:
-    """Map doc ids to BEIR ids; documents from outside the dataset keep their own id (never relevant)."""
-    return [(external.get(d, d), s) for d, s in ranked[:k]]
+def to_external(ranked: Ranked, external: Mapping[str, str], k: int, drop: str = "") -> Ranked:
+    """Map doc ids to BEIR ids; documents from outside the dataset keep their own id (never relevant).
+    ``drop`` (a BEIR id) is left out: the query's own document when identical ids are ignored."""
+    mapped = ((external.get(d, d), s) for d, s in ranked)
+    return [(d, s) for d, s in mapped if d != drop or not drop][:k]
 
 
-async def _rerank(retriever: Any, r: RetrievalResult) -> list[str]:
-    """Chunk ids of the fused candidates in cross-encoder order."""
-    hits = r.hits
-    scores, _ = await asyncio.to_thread(retriever.reranker.score_ids, r.query, [h.chunk_id for h in hits],
-                                        [h.text for h in hits])
-    order = sorted(range(len(hits)), key=lambda i: -scores[i])
-    return [hits[i].chunk_id for i in order]
+@dataclass(frozen=True, slots=True)
+class _Run:
+    branches: tuple[str, ...]
+    rerank: bool | None
+    k: int
+    generate: bool
 
 
-async def _one_query(retriever: Any, text: str, branches: tuple[str, ...], rerank: bool, k: int,
-                     rrf_k: int, weights: Mapping[str, float]) -> tuple[Ranked, float, RetrievalResult]:
-    # the latency is the engine's work only (retrieve, then rerank), not the deeper re-fusion below
+async def _one_query(retriever: Any, text: str, run: _Run) -> tuple[Ranked, float, QueryResult]:
+    # the latency is the engine's work only (retrieve, rerank and, on the answer row, generate), not the
+    # deeper re-fusion below
     t0 = time.perf_counter()
-    r = await retriever.aretrieve(text, branches=branches, k=k)
-    top = await _rerank(retriever, r) if rerank and retriever.reranker is not None and r.hits else None
+    res: QueryResult = await retriever.aquery(text, branches=run.branches or None, rerank=run.rerank,
+                                              generate=run.generate)
     ms = (time.perf_counter() - t0) * 1000.0
-    chunks = full_chunk_ranking(r, rrf_k, weights)
-    if top is not None:
-        reranked = set(top)
-        rest = [c for c, _ in chunks if c not in reranked]
-        # cross-encoder and RRF scores share no scale: the run file gets 1/rank, which keeps the order
-        chunks = [(c, 1.0 / i) for i, c in enumerate(top + rest, start=1)]
-    return rank_documents((doc_of(c), s) for c, s in chunks), ms, r
+    chunks = full_chunk_ranking(res, retriever.fuse(res.retrieval.lists))
+    return rank_documents((doc_of(c), s) for c, s in chunks), ms, res
 
 
-async def run_ablation(retriever: Any, dataset: BeirDataset, name: str, branches: tuple[str, ...], rerank: bool,
-                       external: Mapping[str, str], k: int, on_query: OnQuery | None = None) -> AblationResult:
-    cfg = retriever.settings.retrieval
+def _score_answer(gold: GoldAnswer, res: QueryResult, external: Mapping[str, str]) -> AnswerScore:
+    by_id = {h.chunk_id: h for h in res.hits}
+    cited = [by_id[c.chunk_id] for c in res.citations if c.chunk_id in by_id]
+    return score_answer(gold, res.answer, [h.text for h in cited], [external.get(h.doc_id, h.doc_id) for h in cited])
+
+
+async def run_ablation(retriever: Any, dataset: BeirDataset, name: str, branches: tuple[str, ...],
+                       rerank: bool | None, external: Mapping[str, str], k: int, on_query: OnQuery | None = None,
+                       *, ignore_identical_ids: bool = False,
+                       answers: Mapping[str, GoldAnswer] | None = None) -> AblationResult:
+    run = _Run(branches, rerank, k, generate=bool(answers))
     queries = list(dataset.queries.items())
     if queries:  # warm-up, untimed: first calls load sessions and fill OS caches
-        await _one_query(retriever, queries[0][1], branches, rerank, k, cfg.rrf_k, cfg.weights)
+        await _one_query(retriever, queries[0][1], run)
     rankings: dict[str, Ranked] = {}
     latencies: list[float] = []
     status: dict[str, Counter[str]] = {}
+    scored_answers: dict[str, AnswerScore] = {}
+    reranked = False
     for i, (qid, text) in enumerate(queries, start=1):
-        ranked, ms, r = await _one_query(retriever, text, branches, rerank, k, cfg.rrf_k, cfg.weights)
-        rankings[qid] = to_external(ranked, external, k)
+        ranked, ms, res = await _one_query(retriever, text, run)
+        rankings[qid] = to_external(ranked, external, k, drop=qid if ignore_identical_ids else "")
         latencies.append(ms)
-        for b, t in r.branches.items():
+        reranked = reranked or res.rerank.ok
+        for b, t in res.retrieval.branches.items():
             status.setdefault(b, Counter())[t.status] += 1
+        if answers and qid in answers:
+            scored_answers[qid] = _score_answer(answers[qid], res, external)
         if on_query:
             on_query(name, i, len(queries))
     qrels = {q: dataset.qrels[q] for q in dataset.queries}
     scored = evaluate_rankings(qrels, {q: [d for d, _ in ranked] for q, ranked in rankings.items()},
                                DEFAULT_METRICS)
-    return AblationResult(name=name, branches=branches, rerank=rerank, metrics=scored.mean,
+    used = branches or tuple(str(b) for b in retriever.settings.retrieval.branches)
+    return AblationResult(name=name, branches=used, rerank=reranked, metrics=scored.mean,
                           latency=latency_summary(latencies), per_query=scored.per_query, rankings=rankings,
-                          branch_status={b: dict(c) for b, c in status.items()})
+                          branch_status={b: dict(c) for b, c in status.items()},
+                          answers=mean_scores(scored_answers), answer_scores=scored_answers)
 
 
 def external_map(meta: Any, ids: Sequence[str]) -> dict[str, str]:
@@ -217,9 +250,11 @@ def limit_dataset(dataset: BeirDataset, limit: int | None) -> BeirDataset:
 
 async def aevaluate(engine: Any, dataset_dir: str | Path, ablations: Sequence[str] | None = None, k: int = 100, *,
                     branches: Sequence[str] | None = None, limit: int | None = None, split: str = "test",
-                    ingest: bool = True, on_query: OnQuery | None = None) -> EvalReport:
+                    ingest: bool = True, on_query: OnQuery | None = None, ignore_identical_ids: bool = False,
+                    answers: bool = True) -> EvalReport:
     dataset = limit_dataset(load_beir(dataset_dir, split), limit)
     chosen = resolve_ablations(ablations, branches)
+    gold = load_answers(dataset.root) if answers else {}
     info: dict[str, Any] = {}
     if ingest:  # idempotent: an unchanged corpus is skipped by size/mtime in milliseconds
         summary = await engine.aingest([dataset.corpus])
@@ -228,12 +263,15 @@ async def aevaluate(engine: Any, dataset_dir: str | Path, ablations: Sequence[st
     external = external_map(engine.stores.meta, corpus_ids(dataset.corpus))
     retriever = engine.retriever
     report = EvalReport(dataset=str(dataset.root), split=split, n_queries=len(dataset.queries), k=k, ablations=[],
-                        ingest=info, settings=_settings_info(engine.settings))
+                        ingest=info, settings=_settings_info(engine.settings),
+                        ignore_identical_ids=ignore_identical_ids)
     for name, (bs, rerank) in chosen.items():
-        if rerank and engine.settings.rerank.backend == "none":
+        if rerank and retriever.reranker is None:
             report.skipped[name] = "rerank.backend = none"
             continue
-        report.ablations.append(await run_ablation(retriever, dataset, name, bs, rerank, external, k, on_query))
+        report.ablations.append(await run_ablation(
+            retriever, dataset, name, bs, rerank, external, k, on_query, ignore_identical_ids=ignore_identical_ids,
+            answers=gold if name == DEFAULT else None))
     return report
 
 

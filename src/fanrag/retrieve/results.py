@@ -127,6 +127,7 @@ class QueryResult:
     hits: list[Hit]  # the final top_n, most relevant first
     retrieval: RetrievalResult
     rerank: RerankInfo
+    candidates: list[Hit] = field(default_factory=list)  # every candidate in final (reranked) order
     answer: str = ""  # "" when generation was not asked for
     citations: list[Citation] = field(default_factory=list)  # the [n] of the answer, mapped to chunks
     generator: str = ""  # who wrote the answer: extractive, openai, llama-cpp ("" = not generated)

@@ -165,8 +165,7 @@ class Retriever:
         lists: list[RankedList] = [rl for out, _ in outs for rl in out.lists]
         trace = [*t.trace, *(line for out, _ in outs for line in out.trace)]
         f0 = time.perf_counter()
-        fused = rrf([(rl.kind, [h.chunk_id for h in rl.hits]) for rl in lists],
-                    k=self.settings.retrieval.rrf_k, weights=self.settings.retrieval.weights)
+        fused = self.fuse(lists)
         fusion_ms = _ms(f0)
         f1 = time.perf_counter()
         hits = await self._thread(self._committed, fused, self.settings.retrieval.candidates)
@@ -175,6 +174,12 @@ class Retriever:
             branches={n: timing for n, (_, timing) in zip(names, outs, strict=True)}, parallel=parallel,
             transform_ms=transform_ms, fanout_ms=fanout_ms, fusion_ms=fusion_ms, fetch_ms=_ms(f1),
             total_ms=_ms(t0), trace=trace)
+
+    def fuse(self, lists: Sequence[RankedList]) -> list[tuple[str, float]]:
+        """The merge point: every branch list fused into one chunk ranking, best first. Evaluation
+        extends the engine's candidates with this same fusion, so there is one definition of it."""
+        cfg = self.settings.retrieval
+        return rrf([(rl.kind, [h.chunk_id for h in rl.hits]) for rl in lists], k=cfg.rrf_k, weights=cfg.weights)
 
     def _committed(self, fused: list[tuple[str, float]], want: int) -> list[Hit]:
         """Walk the fused ranking, keeping committed chunks only (``get_chunks`` drops the rest)."""
@@ -230,26 +235,30 @@ class Retriever:
             return Answer(f"{note}\n{ans.text}", ans.citations, backend="extractive", extractive=True)
 
     async def aquery(self, text: str, *, branches: Sequence[str] | None = None, top_n: int | None = None,
-                     generate: bool = True, on_token: OnToken | None = None) -> QueryResult:
-        """Retrieve, rerank, keep ``top_n`` and answer with citations."""
+                     generate: bool = True, on_token: OnToken | None = None,
+                     rerank: bool | None = None) -> QueryResult:
+        """Retrieve, rerank, keep ``top_n`` and answer with citations. ``rerank=False`` skips a configured
+        reranker for this query (``None``: as configured)."""
         t0 = time.perf_counter()
         top_n = top_n or self.settings.retrieval.top_n
         if top_n < 1:
             raise QueryError("top_n must be >= 1")
         r = await self.aretrieve(text, branches, _t0=t0)
         r0 = time.perf_counter()
-        ranked, rerank_info = await self._rerank(r.query, r.hits)
+        if rerank is False and self.reranker is not None:
+            ranked, rerank_info = r.hits, RerankInfo(str(self.settings.rerank.backend), "skipped: rerank=False")
+        else:
+            ranked, rerank_info = await self._rerank(r.query, r.hits)
         rerank_ms = _ms(r0)
         top = ranked[:top_n]
         g0 = time.perf_counter()
         answer = await self._generate(r.query, top, on_token) if generate else None
-        return QueryResult.build(answer, query=r.query, hits=top, retrieval=r, rerank=rerank_info,
+        return QueryResult.build(answer, query=r.query, hits=top, candidates=ranked, retrieval=r, rerank=rerank_info,
                                  rerank_ms=rerank_ms, generate_ms=_ms(g0) if generate else 0.0, total_ms=_ms(t0))
 
-    def query(self, text: str, *, branches: Sequence[str] | None = None, top_n: int | None = None,
-              generate: bool = True, on_token: OnToken | None = None) -> QueryResult:
+    def query(self, text: str, **kw: Any) -> QueryResult:
         """Synchronous ``aquery`` (do not call from inside a running event loop)."""
-        return asyncio.run(self.aquery(text, branches=branches, top_n=top_n, generate=generate, on_token=on_token))
+        return asyncio.run(self.aquery(text, **kw))
 
     def retrieve(self, text: str, branches: Sequence[str] | None = None, k: int | None = None, *,
                  parallel: bool = True) -> RetrievalResult:
