@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from fanrag.cli import cli
 from fanrag.engine import Engine
-from fanrag.ingest.sources import SourceFile
+from fanrag.ingest.sources import AsyncJobSource, JobSource, SourceFile, SyncJobSource, iterate_source
 from fanrag.ingest.summary import IngestSummary
 from fanrag.jobs import Job, JobStream, QueueStats, jobs_for, open_transport
 from fanrag.jobs.worker import run_worker
@@ -44,12 +44,23 @@ async def take(stream: AsyncIterable[SourceFile], n: int) -> list[SourceFile]:
 async def consume(stream: JobStream, outcome: dict[str, str]) -> list[SourceFile]:
     """Play the pipeline: commit every job, or fail those named in ``outcome`` with that reason."""
     seen = []
-    async for src in stream:
+    async for src in iterate_source(stream):  # as the pipeline walks any source
         seen.append(src)
         reason = outcome.get(Path(src.path).name)
         stream.failed(src, reason) if reason else stream.committed(src)
     await stream.aclose()
     return seen
+
+
+def assert_async_only(stream: object) -> None:
+    """A queue's stream is an async job source, and not a sync one: ``for`` over it is refused."""
+    assert isinstance(stream, AsyncJobSource) and isinstance(stream, JobSource)
+    assert not isinstance(stream, SyncJobSource)
+    try:
+        iter(stream)  # type: ignore[call-overload]
+    except TypeError:
+        return
+    raise AssertionError(f"{type(stream).__name__} can be iterated synchronously")
 
 
 # ---------------------------------------------------------------------- waiting

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -74,3 +75,19 @@ def test_a_missing_redis_package_names_the_extra(monkeypatch: pytest.MonkeyPatch
     transport = RedisStreamsTransport.from_url("redis://127.0.0.1:1/0")
     with pytest.raises(MissingExtraError, match=r"fanrag\[redis\]"):
         transport.redis  # noqa: B018  (connecting is what needs the package)
+
+
+def test_sync_and_async_job_sources_are_told_apart(tmp_path: Path) -> None:
+    from fanrag.ingest.sources import AsyncJobSource, JobSource, PathSource, SyncJobSource, iterate_source
+
+    (tmp_path / "a.md").write_text("a")
+    paths = PathSource([tmp_path])
+    stream = open_transport("redis://127.0.0.1:1/0").source()  # a queue consumer: nothing connects yet
+    assert isinstance(paths, SyncJobSource) and not isinstance(paths, AsyncJobSource)
+    assert isinstance(stream, AsyncJobSource) and not isinstance(stream, SyncJobSource)
+    assert isinstance(paths, JobSource) and isinstance(stream, JobSource)  # what Engine.aingest asks
+    assert not isinstance([tmp_path / "a.md"], JobSource)  # plain paths: no outcome callbacks
+
+    async def every(source: JobSource) -> list[str]:
+        return [Path(src.path).name async for src in iterate_source(source)]
+    assert asyncio.run(every(paths)) == ["a.md"]

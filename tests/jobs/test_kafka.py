@@ -12,6 +12,7 @@ import os
 import signal
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,13 @@ from fanrag.cli import cli
 from fanrag.errors import ConfigError, JobError
 from fanrag.jobs import Job, QueueStats, jobs_for, open_transport
 from fanrag.jobs.kafka import MAX_PAYLOAD_BYTES, KafkaTransport, PartitionOffsets, parse_url
+from fanrag.limits.backoff import RetryPolicy
 from tests.servers.kafka import kafka_server  # noqa: F401  (the session-scoped fixture)
 
 from .conftest import committed_sources, write_docs, write_poison
 from .helpers import (
     WAIT_S,
+    assert_async_only,
     cli_submit,
     consume,
     eventually,
@@ -117,8 +120,7 @@ def test_observing_a_queue_that_does_not_exist_does_not_create_it(kafka_url: str
 
 
 def test_sync_iteration_is_refused() -> None:
-    with pytest.raises(TypeError, match="async for"):
-        iter(_transport("kafka://127.0.0.1:1/t").source())
+    assert_async_only(_transport("kafka://127.0.0.1:1/t").source())
 
 
 # ---------------------------------------------------------------------- the transport in-process
@@ -262,6 +264,37 @@ def test_a_rebalance_lets_jobs_in_flight_finish_and_commit_before_handing_over(
         await first.aclose()
         stats = await t.stats()
         assert (stats.done, stats.waiting, stats.in_flight) == (8, 0, 0)
+        await t.aclose()
+    asyncio.run(main())
+
+
+def test_a_retry_that_cannot_be_produced_runs_again_and_idle_exit_still_fires(
+        tmp_path: Path, kafka_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        t = KafkaTransport(replace(parse_url(kafka_url), reconnect=RetryPolicy(max_retries=0)))
+        [job] = jobs_for(write_docs(tmp_path, 1))
+        await t.submit([job])
+        produce, lost = t.produce, [t.config.topic]  # the first retry never reaches the broker
+
+        async def flaky(topic: str, messages: Any) -> list[str]:
+            if topic in lost:
+                lost.remove(topic)
+                raise JobError(f"kafka produce on topic {topic!r}: broker unavailable")
+            return await produce(topic, messages)
+        monkeypatch.setattr(t, "produce", flaky)
+        stream = t.source(concurrency=1, idle_exit=0.3)
+        seen: list[str] = []
+
+        async def work() -> None:
+            async for src in stream:
+                seen.append(src.token)
+                stream.failed(src, "doc00.md: flaky") if len(seen) == 1 else stream.committed(src)
+        await asyncio.wait_for(work(), WAIT_S)  # the offset is fetched again: nothing stays pending
+        await stream.aclose()
+        assert seen[0] == seen[1] and len(seen) == 2  # the same message, delivered again
+        assert len(stream.errors) == 1 and "broker unavailable" in stream.errors[0]
+        stats = await t.stats()
+        assert (stats.done, stats.retried, stats.dead, stats.waiting, stats.in_flight) == (1, 0, 0, 0, 0)
         await t.aclose()
     asyncio.run(main())
 

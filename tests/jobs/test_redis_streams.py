@@ -14,7 +14,7 @@ from fanrag.jobs.redis_streams import RedisJobStream, RedisStreamsTransport
 from tests.servers.redis import start_redis
 
 from .conftest import write_docs
-from .helpers import consume, take
+from .helpers import assert_async_only, consume, take
 
 
 def _transport(url: str) -> RedisStreamsTransport:
@@ -124,8 +124,7 @@ def test_stop_leaves_unfinished_jobs_pending_for_reclaim(tmp_path: Path, queue_u
 
 
 def test_sync_iteration_is_refused(queue_url: str) -> None:
-    with pytest.raises(TypeError, match="async for"):
-        iter(_transport(queue_url).source())
+    assert_async_only(_transport(queue_url).source())
 
 
 def test_a_job_whose_workers_keep_dying_goes_to_the_dlq(tmp_path: Path, redis_server: str) -> None:
@@ -179,5 +178,38 @@ def test_a_live_consumers_long_job_is_not_reclaimed(tmp_path: Path, redis_server
         busy.committed(src)
         await busy.aclose()
         assert (await t.stats()).done == 1
+        await t.aclose()
+    asyncio.run(main())
+
+
+def test_acknowledged_entries_are_trimmed_and_the_counts_stay(tmp_path: Path, queue_url: str) -> None:
+    async def main() -> None:
+        t = _transport(queue_url)
+        await t.submit(jobs_for(write_docs(tmp_path, 3)))
+        stream = t.source(concurrency=3)
+        got = sorted(await take(stream, 3), key=lambda s: s.path)  # doc00 has the lowest entry id
+        for src in got[:2]:
+            stream.committed(src)
+        while stream._tasks:  # the acknowledgements land
+            await asyncio.gather(*stream._tasks)
+        assert await t.trim() == 2  # doc02 is still pending: its entry stays
+        assert await t.redis.xlen(t.config.stream) == 1
+        stream.committed(got[2])
+        await stream.aclose()  # closing trims what its acknowledgements freed
+        assert await t.redis.xlen(t.config.stream) == 0
+        stats = await t.stats()
+        assert (stats.submitted, stats.done, stats.in_flight, stats.waiting) == (3, 3, 0, 0)
+        await t.aclose()
+    asyncio.run(main())
+
+
+def test_entries_another_group_has_not_read_are_not_trimmed(tmp_path: Path, queue_url: str) -> None:
+    async def main() -> None:
+        t = _transport(queue_url)
+        await t.submit(jobs_for(write_docs(tmp_path, 2)))
+        await t.redis.xgroup_create(t.config.stream, "audit", id="0")  # another consumer of the same stream
+        assert len(await consume(t.source(concurrency=2, idle_exit=0.1), {})) == 2
+        assert await t.trim() == 0
+        assert await t.redis.xlen(t.config.stream) == 2
         await t.aclose()
     asyncio.run(main())

@@ -100,11 +100,11 @@ def jobs(queue: str, show_dead: bool, as_json: bool) -> None:
 
 
 async def _stats(queue: str, show_dead: bool) -> tuple[QueueStats, dict[int, int] | None, list[tuple[Job, str]]]:
-    from ..jobs import open_transport
+    from ..jobs import PartitionedTransport, open_transport
 
     transport = open_transport(queue)
     try:
-        lag = await transport.lag() if hasattr(transport, "lag") else None  # partitioned queues (Kafka)
+        lag = await transport.lag() if isinstance(transport, PartitionedTransport) else None
         return await transport.stats(), lag, (await transport.dead_letters() if show_dead else [])
     finally:
         await transport.aclose()

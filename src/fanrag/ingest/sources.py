@@ -1,15 +1,23 @@
-"""Where ingestion work comes from. A JobSource yields source files; the pipeline tells it when each
+"""Where ingestion work comes from. A job source yields source files; the pipeline tells it when each
 one is committed or failed, which is where a queue transport acknowledges (Kafka commits the offset,
 Redis XACKs) only after every store has the document. The default source walks paths on disk.
+
+Two honest protocols, told apart by ``isinstance`` (both are runtime-checkable):
+
+    SyncJobSource     ``for src in source``        paths on disk, a list: nothing to wait for
+    AsyncJobSource    ``async for src in source``  a queue consumer that waits on the network
+
+``JobSource`` is their union (``isinstance(x, JobSource)`` works too), and ``iterate_source`` walks
+either from async code, so the pipeline never asks which kind it was given.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from ..ids import source_uri
 from .loaders.base import Part
@@ -49,13 +57,42 @@ class PartJob:
 
 
 @runtime_checkable
-class JobSource(Protocol):
-    def __iter__(self) -> Iterator[SourceFile]: ...
+class SourceOutcomes(Protocol):
+    """What the pipeline tells a source about each file it was handed, exactly once per file."""
 
     def committed(self, source: SourceFile) -> None:
         """Every document of ``source`` is committed in every store (safe to acknowledge)."""
 
-    def failed(self, source: SourceFile, reason: str) -> None: ...
+    def failed(self, source: SourceFile, reason: str) -> None:
+        """``source`` could not be ingested; ``reason`` names the file and what went wrong."""
+
+
+@runtime_checkable
+class SyncJobSource(SourceOutcomes, Protocol):
+    """Source files from a plain iterable: nothing to wait for (``PathSource``)."""
+
+    def __iter__(self) -> Iterator[SourceFile]: ...
+
+
+@runtime_checkable
+class AsyncJobSource(SourceOutcomes, Protocol):
+    """Source files from an async iterable: a queue consumer that waits on the network (``fanrag.jobs``)."""
+
+    def __aiter__(self) -> AsyncIterator[SourceFile]: ...
+
+
+# A union of runtime-checkable protocols: ``isinstance(x, JobSource)`` holds for either kind.
+JobSource: TypeAlias = SyncJobSource | AsyncJobSource
+
+
+async def iterate_source(source: JobSource) -> AsyncIterator[SourceFile]:
+    """Every file of either kind of source, from async code (a sync source is not waited on)."""
+    if isinstance(source, AsyncJobSource):
+        async for src in source:
+            yield src
+    else:
+        for src in source:
+            yield src
 
 
 SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".fanrag"}

@@ -1,33 +1,39 @@
-"""Document jobs on a message broker: what a job is, what a transport does, and the URL factory.
+"""Document jobs on a message broker: what a job is, what a transport and its job stream do.
 
 A job names a file (never its bytes): workers read it from a filesystem they share with the producer.
 Transports come from their URL through ``fanrag.jobs.factory.open_transport``:
 
     transport = open_transport("redis://127.0.0.1:6379/0?stream=ingest-jobs")
     await transport.submit(["docs/a.pdf", "docs/b.md"])          # producer
-    source = transport.source(concurrency=4, idle_exit=30)        # consumer: a JobSource for the pipeline
+    source = transport.source(concurrency=4, idle_exit=30)        # consumer: an AsyncJobSource
     await engine.aingest(source); await source.aclose()
 
 A job is acknowledged only from the pipeline's ``committed()``/``failed()`` callbacks, i.e. after every
 store has committed the document: a worker that dies before that leaves the job to be reclaimed.
+Every broker's stream is a ``fanrag.jobs.stream.BrokerJobStream``: the logic once, the broker's I/O apart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, runtime_checkable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import JobError
-from ..ingest.sources import SKIP_DIRS, SourceFile
+from ..ingest.sources import SKIP_DIRS, AsyncJobSource, SourceFile
+from ..limits.backoff import RetryPolicy
 
 QUEUE_FIELD = "jobs.queue"
-
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,32 @@ class Job:
                           password=self.options.get("password"), token=token)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueConfig:
+    """What every queue's URL sets alike: the tries a job gets, and the full-jitter backoff between them."""
+
+    max_attempts: int = 5
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(base_s=1.0, cap_s=60.0))
+    # Broker connection errors: retried with full jitter for about a minute in all, then a JobError.
+    reconnect: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_retries=12, base_s=0.2, cap_s=10.0))
+
+    @staticmethod
+    def retry_fields(params: Mapping[str, Any]) -> dict[str, Any]:
+        """``max_attempts``, ``retry_base`` and ``retry_cap`` of a URL's parameters, as this class's fields."""
+        return {"max_attempts": int(params.get("max_attempts", 5)),
+                "retry": RetryPolicy(base_s=float(params.get("retry_base", 1.0)),
+                                     cap_s=float(params.get("retry_cap", 60.0)))}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """How a worker consumes: jobs in flight at once, the idle time it exits after, its consumer name."""
+
+    concurrency: int = 4
+    idle_exit: float | None = None
+    consumer: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     """``waiting``: never delivered (the group's lag); ``in_flight``: delivered, not yet acknowledged."""
@@ -85,14 +117,9 @@ class QueueStats:
         return asdict(self)
 
 
-class JobStream(Protocol):
-    """The consumer side: a JobSource (async iteration) the ingestion pipeline consumes."""
-
-    def __aiter__(self) -> AsyncIterator[SourceFile]: ...
-
-    def committed(self, source: SourceFile) -> None: ...
-
-    def failed(self, source: SourceFile, reason: str) -> None: ...
+@runtime_checkable
+class JobStream(AsyncJobSource, Protocol):
+    """The consumer side: an async job source the ingestion pipeline consumes, that a signal can stop."""
 
     def stop(self) -> None:
         """Stop reading; jobs already handed out finish (and are acknowledged) or stay to be reclaimed."""
@@ -114,6 +141,13 @@ class JobTransport(Protocol):
         """Jobs that ran out of attempts, with the last reason."""
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class PartitionedTransport(JobTransport, Protocol):
+    """A transport whose queue is split into partitions (Kafka): it can tell the lag of each."""
+
+    async def lag(self) -> dict[int, int]: ...
 
 
 def consumer_name() -> str:
@@ -140,3 +174,42 @@ def _walk(root: Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
         found.extend(Path(dirpath) / n for n in sorted(filenames) if not n.startswith("."))
     return found
+
+
+# ---------------------------------------------------------------------- plumbing the transports share
+
+
+def split_url(url: str, own: Iterable[str], scheme: str | None = None) -> tuple[str, dict[str, str]]:
+    """``url`` without the query parameters named in ``own`` (fanrag's), and those apart; ``scheme``
+    replaces the URL's (``bullmq://`` is a Redis connection)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    mine = {k: query.pop(k) for k in list(query) if k in set(own)}
+    return urlunsplit(parts._replace(scheme=scheme or parts.scheme, query=urlencode(query))), mine
+
+
+Errors = tuple[type[BaseException], ...]
+NO_RETRY = RetryPolicy(max_retries=0)
+
+
+async def retrying(what: str, call: Callable[[], Awaitable[T]], policy: RetryPolicy, transient: Errors) -> T:
+    """``await call()``, again after a full-jitter pause on each ``transient`` error, ``policy.max_retries``
+    times at most; the last such error, and any other, propagates."""
+    for attempt in range(policy.max_retries):
+        try:
+            return await call()
+        except transient as exc:  # a server restarting, a network blip: back off and try again
+            pause = policy.delay(attempt)
+            log.warning("%s failed (%s); retrying in %.1f s", what, exc, pause)
+            await asyncio.sleep(pause)
+    return await call()
+
+
+async def broker_call(what: str, call: Callable[[], Awaitable[T]], *, where: str, errors: Errors,
+                      transient: Errors = (), policy: RetryPolicy = NO_RETRY) -> T:
+    """One broker operation, ``retrying`` over ``transient`` errors; then any of ``errors`` becomes a
+    JobError naming the operation and ``where`` it ran (``redis XACK on stream 'ingest-jobs': ...``)."""
+    try:
+        return await retrying(what, call, policy, transient)
+    except errors as exc:
+        raise JobError(f"{what} on {where}: {exc}") from exc

@@ -50,16 +50,15 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, Literal, TypeVar
 
 from ..errors import ConfigError, JobError, require
-from ..ingest.sources import SourceFile
 from ..limits.backoff import RetryPolicy
-from .base import QUEUE_FIELD, Job, QueueStats, consumer_name
+from .base import QUEUE_FIELD, Job, QueueConfig, QueueStats, StreamOptions, broker_call, split_url
+from .stream import BrokerJobStream, Unreadable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,19 +66,15 @@ JOB_NAME = "ingest"
 POLL_S = 0.1  # how often an idle stream looks at the queue (for idle_exit) and at its bullmq worker
 
 
-@dataclass(frozen=True, slots=True)
-class BullMQConfig:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BullMQConfig(QueueConfig):
     connection: str  # the Redis URL, without fanrag's own query parameters
     queue: str = "ingest-jobs"
     prefix: str = "bull"
-    max_attempts: int = 5
-    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(base_s=1.0, cap_s=60.0))
     lock_duration_s: float = 30.0
     stalled_interval_s: float = 30.0
     max_stalled: int = 1
     block_s: float = 5.0  # how long an idle bullmq worker blocks waiting for a job (drainDelay)
-    # The start-up PING: retried with full jitter for about a minute, then a JobError.
-    reconnect: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_retries=12, base_s=0.2, cap_s=10.0))
 
     @property
     def counters(self) -> str:
@@ -102,16 +97,11 @@ _OWN = {"queue", "prefix", "max_attempts", "retry_base", "retry_cap", "lock_dura
 
 
 def parse_url(url: str) -> BullMQConfig:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    own = {k: query.pop(k) for k in list(query) if k in _OWN}
-    scheme = "rediss" if parts.scheme == "bullmqs" else "redis"
-    conn = urlunsplit(parts._replace(scheme=scheme, query=urlencode(query)))
+    conn, own = split_url(url, _OWN, scheme="rediss" if url.startswith("bullmqs:") else "redis")
     try:
         cfg = BullMQConfig(
             connection=conn, queue=own.get("queue", "ingest-jobs"), prefix=own.get("prefix", "bull"),
-            max_attempts=int(own.get("max_attempts", 5)),
-            retry=RetryPolicy(base_s=float(own.get("retry_base", 1.0)), cap_s=float(own.get("retry_cap", 60.0))),
+            **QueueConfig.retry_fields(own),
             lock_duration_s=float(own.get("lock_duration", 30.0)),
             stalled_interval_s=float(own.get("stalled_interval", 30.0)),
             max_stalled=int(own.get("max_stalled", 1)), block_s=float(own.get("block", 5.0)))
@@ -167,10 +157,6 @@ def retry_delay_ms(backoff: Any, attempts_made: int, fallback: RetryPolicy,
     return round(top)
 
 
-class JobFailed(Exception):
-    """Raised by the processor for a failed last attempt: bullmq moves the job to failed with this reason."""
-
-
 # ---------------------------------------------------------------------- the transport
 
 
@@ -204,28 +190,19 @@ class BullMQTransport:
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         """One queue operation; Redis and bullmq errors become JobError naming it and the queue."""
         exceptions = require("redis.exceptions", feature="BullMQ job queue", extra="bullmq")
-        try:
-            return await fn()
-        except (exceptions.RedisError, OSError) as exc:
-            raise JobError(f"bullmq {what} on queue {self.config.queue!r}: {exc}") from exc
+        return await broker_call(f"bullmq {what}", fn, where=f"queue {self.config.queue!r}",
+                                 errors=(exceptions.RedisError, OSError))
 
     async def ping(self) -> None:
-        """Fail fast (about a minute) on an unreachable Redis, where bullmq's own client retries for minutes."""
+        """Fail fast (about a minute: ``reconnect``) on an unreachable Redis, where bullmq's own client
+        retries for minutes."""
         aioredis = require("redis.asyncio", feature="BullMQ job queue", extra="bullmq")
         exceptions = require("redis.exceptions", feature="BullMQ job queue", extra="bullmq")
-        policy = self.config.reconnect
         client = aioredis.from_url(self.config.connection, socket_connect_timeout=5)
         try:
-            for attempt in range(policy.max_retries + 1):
-                try:
-                    await client.ping()
-                    return
-                except (exceptions.ConnectionError, exceptions.TimeoutError, OSError) as exc:
-                    if attempt == policy.max_retries:
-                        raise JobError(f"bullmq PING for queue {self.config.queue!r}: {exc}") from exc
-                    pause = policy.delay(attempt)
-                    log.warning("redis PING failed (%s); retrying in %.1f s", exc, pause)
-                    await asyncio.sleep(pause)
+            await broker_call("bullmq PING", client.ping, where=f"queue {self.config.queue!r}",
+                              errors=(exceptions.RedisError, OSError), policy=self.config.reconnect,
+                              transient=(exceptions.ConnectionError, exceptions.TimeoutError, OSError))
         finally:
             await client.aclose()
 
@@ -283,76 +260,57 @@ class BullMQTransport:
 
     def source(self, *, concurrency: int = 4, idle_exit: float | None = None,
                consumer: str | None = None) -> BullMQJobStream:
-        return BullMQJobStream(self, concurrency=concurrency, idle_exit=idle_exit, consumer=consumer)
+        return BullMQJobStream(self, StreamOptions(concurrency, idle_exit, consumer))
 
 
 # ---------------------------------------------------------------------- the consumer
 
 
-class _Released:
-    """The outcome of a job the stream gives back unprocessed (stopped, or closed before its outcome)."""
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What the processor does with its job once the pipeline is done (or gives it back unprocessed)."""
+
+    kind: Literal["done", "retry", "dead", "release"]
+    reason: str = ""
 
 
-RELEASED = _Released()
-Outcome = str | _Released | None  # None: committed; str: failed with this reason
+DONE, RELEASE = _Outcome("done"), _Outcome("release")
 
 
-@dataclass
-class _Held:
-    """A file handed to (or queued for) the pipeline; duplicates of it that arrive meanwhile await the
-    same outcome."""
+@dataclass(eq=False, slots=True)
+class _Delivery:
+    """A BullMQ job its processor holds (its lock renewed) until the stream settles ``outcome``."""
 
-    job: Job
-    outcome: asyncio.Future[Outcome]
+    bjob: Any
+    token: str
+    job: Job | Unreadable
+    outcome: asyncio.Future[_Outcome]
+
+    def settle(self, outcome: _Outcome) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result(outcome)
 
 
-class BullMQJobStream:
-    """A JobSource over a bullmq Worker: its processor queues the file for the async iteration and waits
-    for committed()/failed(), so BullMQ finishes the job (and renews its lock meanwhile) only then."""
+class BullMQJobStream(BrokerJobStream[_Delivery, BullMQTransport]):
+    """A job stream over a bullmq Worker: its processor queues each delivery for the iteration and waits
+    for the stream to settle it, so BullMQ finishes the job (and renews its lock meanwhile) only then.
+    Retries wait in BullMQ's delayed set, so the stream's delayed heap stays empty here."""
 
-    def __init__(self, transport: BullMQTransport, *, concurrency: int, idle_exit: float | None,
-                 consumer: str | None) -> None:
-        if concurrency < 1:
-            raise ConfigError("jobs.concurrency", "must be >= 1")
-        self.transport = transport
-        self.consumer = consumer or consumer_name()
-        self.concurrency = concurrency
-        self.idle_exit = idle_exit
-        self._in_flight: dict[str, _Held] = {}
-        self._ready: asyncio.Queue[SourceFile | None] = asyncio.Queue()
+    def __init__(self, transport: BullMQTransport, options: StreamOptions) -> None:
+        super().__init__(transport, options)
+        self._ready: asyncio.Queue[_Delivery] = asyncio.Queue()  # delivered, not yet fetched
         self._worker: Any = None
         self._run: asyncio.Future[None] | None = None
         self._pausing: asyncio.Future[None] | None = None
-        self._stopping = False
-        self._tasks: set[asyncio.Future[None]] = set()
-        self.errors: list[str] = []  # bullmq worker errors and failed retry book-keeping
 
-    def __iter__(self) -> Iterator[SourceFile]:
-        raise TypeError("a BullMQ job stream is consumed with `async for` (IngestPipeline does)")
+    # ------------------------------------------------------------------ the stream's I/O
 
-    # ------------------------------------------------------------------ iteration
+    @property
+    def poll_s(self) -> float:
+        return POLL_S
 
-    async def __aiter__(self) -> AsyncIterator[SourceFile]:
+    async def open(self) -> None:
         await self.transport.ping()
-        self._start()
-        idle_since = time.monotonic()
-        while not self._stopping:
-            try:
-                src = await asyncio.wait_for(self._ready.get(), POLL_S)
-            except TimeoutError:
-                src = None
-            if src is not None:
-                yield src
-                idle_since = time.monotonic()
-                continue
-            self._check_worker()
-            if self._in_flight:
-                idle_since = time.monotonic()
-            elif (self.idle_exit is not None and time.monotonic() - idle_since >= self.idle_exit
-                  and await self.transport.drained()):
-                return
-
-    def _start(self) -> None:
         if self._worker is not None:
             return
         bullmq = require("bullmq", feature="BullMQ job queue", extra="bullmq")
@@ -361,8 +319,44 @@ class BullMQJobStream:
         self._worker.on("error", self._on_error)
         self._run = asyncio.ensure_future(self._worker.run())
 
+    async def fetch(self, room: int) -> list[tuple[_Delivery, Job | Unreadable]]:
+        self._check_worker()
+        try:
+            got = [await asyncio.wait_for(self._ready.get(), self.fetch_wait())]
+        except TimeoutError:
+            return []
+        while len(got) < room and not self._ready.empty():
+            got.append(self._ready.get_nowait())
+        return [(d, d.job) for d in got]
+
+    async def ack(self, refs: list[_Delivery]) -> None:
+        for d in refs:
+            d.settle(DONE)
+
+    async def requeue(self, refs: list[_Delivery], job: Job, reason: str) -> None:
+        """BullMQ's own delayed set, after the job's own backoff (``job.not_before`` is fanrag's)."""
+        for d in refs:
+            d.settle(_Outcome("retry", reason))
+
+    async def dead_letter(self, refs: list[_Delivery], job: Job, reason: str, raw: str) -> None:
+        for d in refs:
+            d.settle(_Outcome("dead", reason))
+
+    async def drained(self) -> bool:
+        return await self.transport.drained()
+
+    def attempts_allowed(self, ref: _Delivery) -> int:
+        return _attempts(ref.bjob)
+
+    def give_back(self, refs: list[_Delivery]) -> None:
+        for d in refs:
+            d.settle(RELEASE)
+
+    def token(self, ref: _Delivery) -> str:
+        return str(ref.bjob.id)
+
     def _check_worker(self) -> None:
-        if self._run is not None and self._run.done() and not self._stopping:
+        if self._run is not None and self._run.done() and not self._stop.is_set():
             exc = None if self._run.cancelled() else self._run.exception()
             raise JobError(f"bullmq worker on queue {self.transport.config.queue!r} stopped: {exc or 'no reason'}")
 
@@ -372,94 +366,56 @@ class BullMQJobStream:
 
     # ------------------------------------------------------------------ the bullmq processor
 
-    async def _process(self, job: Any, token: str) -> dict[str, str]:
-        bullmq = require("bullmq", feature="BullMQ job queue", extra="bullmq")
+    async def _process(self, bjob: Any, token: str) -> dict[str, str]:
         try:
-            fjob = job_from_data(job.data, attempts=int(job.attemptsMade or 0))
+            job: Job | Unreadable = job_from_data(bjob.data, attempts=int(bjob.attemptsMade or 0))
         except JobError as exc:
-            raise bullmq.UnrecoverableError(str(exc)) from exc
-        if self._stopping:
-            await self._release(job, token)
-        held = self._in_flight.get(fjob.uri)
-        if held is None:
-            held = self._in_flight[fjob.uri] = _Held(fjob, asyncio.get_running_loop().create_future())
-            self._ready.put_nowait(fjob.source_file(token=str(job.id)))
-        outcome = await asyncio.shield(held.outcome)
-        if outcome is None:
-            return {"uri": fjob.uri}
-        if isinstance(outcome, _Released):
-            await self._release(job, token)
-        await self._retry_or_fail(job, token, outcome)
+            job = Unreadable(str(exc))
+        delivery = _Delivery(bjob, token, job, asyncio.get_running_loop().create_future())
+        if self._stop.is_set():
+            delivery.settle(RELEASE)
+        else:
+            self._ready.put_nowait(delivery)
+        return await self._finish(delivery, await asyncio.shield(delivery.outcome))
 
-    async def _release(self, job: Any, token: str) -> NoReturn:
-        """Back to wait without counting an attempt (bullmq's delayed set, due now)."""
+    async def _finish(self, d: _Delivery, outcome: _Outcome) -> dict[str, str]:
+        """Completed (the return), failed, back to wait, or delayed: the last two raise DelayedError."""
         bullmq = require("bullmq", feature="BullMQ job queue", extra="bullmq")
-        await job.moveToDelayed(round(time.time() * 1000), token)
+        made = int(d.bjob.attemptsMade or 0) + 1
+        if outcome.kind == "done":
+            return {"uri": d.job.uri if isinstance(d.job, Job) else ""}
+        if outcome.kind == "dead" or (outcome.kind == "retry" and made >= _attempts(d.bjob)):
+            raise bullmq.UnrecoverableError(outcome.reason)  # to the failed set, with the reason
+        if outcome.kind == "release":  # not an attempt: due again at once
+            await d.bjob.moveToDelayed(round(time.time() * 1000), d.token)
+        else:
+            delay = retry_delay_ms(d.bjob.opts.get("backoff"), made, self.retry)
+            await d.bjob.backend.moveToDelayed(d.bjob.id, round(time.time() * 1000), delay, d.token,
+                                               {"fieldsToUpdate": {"failedReason": outcome.reason}})
+            self._spawn(self.transport.count_retry())
         raise bullmq.DelayedError()
-
-    async def _retry_or_fail(self, job: Any, token: str, reason: str) -> NoReturn:
-        """Attempts left: to the delayed set with the reason, for the backoff's delay; else failed."""
-        bullmq = require("bullmq", feature="BullMQ job queue", extra="bullmq")
-        made = int(job.attemptsMade or 0) + 1
-        if made >= max(int(job.opts.get("attempts") or 1), 1):
-            log.warning("job %s: giving up after %d attempts: %s", job.id, made, reason)
-            raise JobFailed(reason)
-        delay = retry_delay_ms(job.opts.get("backoff"), made, self.transport.config.retry)
-        await job.backend.moveToDelayed(job.id, round(time.time() * 1000), delay, token,
-                                        {"fieldsToUpdate": {"failedReason": reason}})
-        self._spawn(self.transport.count_retry())
-        raise bullmq.DelayedError()
-
-    # ------------------------------------------------------------------ outcomes (called by the pipeline)
-
-    def committed(self, source: SourceFile) -> None:
-        self._settle(source, None)
-
-    def failed(self, source: SourceFile, reason: str) -> None:
-        self._settle(source, reason)
-
-    def _settle(self, source: SourceFile, outcome: Outcome) -> None:
-        held = self._in_flight.pop(source.uri, None)
-        if held is not None and not held.outcome.done():
-            held.outcome.set_result(outcome)
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._settled)
-
-    def _settled(self, task: asyncio.Future[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.errors.append(str(task.exception()))
-            log.error("retry counter update failed: %s", task.exception())
 
     # ------------------------------------------------------------------ shutdown
 
     def stop(self) -> None:
-        """Stop taking jobs; those queued but not handed out go back to wait, those handed out finish."""
-        self._stopping = True
+        """Stop taking jobs; those delivered but not handed out go back to wait, those handed out finish."""
+        super().stop()
         while not self._ready.empty():
-            src = self._ready.get_nowait()
-            if src is not None:
-                self._settle(src, RELEASED)
-        self._ready.put_nowait(None)  # wakes the iteration
+            self._ready.get_nowait().settle(RELEASE)
         if self._worker is not None and self._pausing is None:
             # Paused, not closed: a closing bullmq worker stops renewing the locks of the jobs still running.
             self._pausing = asyncio.ensure_future(self._worker.pause(do_not_wait_active=True))
 
-    async def aclose(self) -> None:
-        """Give back what the pipeline never finished, then wait for the bullmq worker to finish every job."""
-        self.stop()
-        for held in list(self._in_flight.values()):
-            if not held.outcome.done():
-                held.outcome.set_result(RELEASED)
-        self._in_flight.clear()
+    async def close(self) -> None:
+        """Wait for the bullmq worker to finish every job (each has its outcome by now)."""
         if self._pausing is not None:
             await self._pausing
         if self._worker is not None:
             await self._worker.close()
         if self._run is not None:
             await asyncio.gather(self._run, return_exceptions=True)
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _attempts(bjob: Any) -> int:
+    """The tries a BullMQ job allows (its ``attempts`` option; BullMQ's default is one)."""
+    return max(int(bjob.opts.get("attempts") or 1), 1)

@@ -50,13 +50,12 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigError, JobError, require
-from ..limits.backoff import RetryPolicy
-from .base import QUEUE_FIELD, Job, QueueStats
+from .base import QUEUE_FIELD, Job, QueueConfig, QueueStats, StreamOptions, broker_call
 from .kafka_stream import KafkaJobStream, PartitionOffsets
 
 log = logging.getLogger(__name__)
@@ -68,15 +67,13 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _TOPIC_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
 
 
-@dataclass(frozen=True, slots=True)
-class KafkaQueueConfig:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KafkaQueueConfig(QueueConfig):
     bootstrap: tuple[str, ...]  # host:port of the brokers to bootstrap from
     topic: str = "ingest-jobs"
     group: str = "fanrag"
     partitions: int = 4
     replication: int = -1  # -1: the broker's default.replication.factor
-    max_attempts: int = 5
-    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(base_s=1.0, cap_s=60.0))
     session_timeout_s: float = 10.0  # a killed worker's partitions move after this long
     rebalance_timeout_s: float = 60.0  # how long a worker may finish revoked jobs before handing over
     max_poll_interval_s: float = 300.0  # the longest a worker may hold its full set of jobs without reading
@@ -130,8 +127,7 @@ def parse_url(url: str) -> KafkaQueueConfig:
     cfg = KafkaQueueConfig(
         bootstrap=bootstrap, topic=topic, group=values.get("group", "fanrag"),
         partitions=values.get("partitions", 4), replication=values.get("replication", -1),
-        max_attempts=values.get("max_attempts", 5),
-        retry=RetryPolicy(base_s=values.get("retry_base", 1.0), cap_s=values.get("retry_cap", 60.0)),
+        **QueueConfig.retry_fields(values),
         session_timeout_s=values.get("session_timeout", 10.0),
         rebalance_timeout_s=values.get("rebalance_timeout", 60.0),
         max_poll_interval_s=values.get("max_poll_interval", 300.0), poll_s=values.get("poll", 1.0),
@@ -184,10 +180,7 @@ class KafkaTransport:
     async def call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         """One broker operation; its errors become JobError naming the operation and the topic."""
         errors = require("aiokafka.errors", feature="Kafka job queue", extra="kafka")
-        try:
-            return await fn()
-        except errors.KafkaError as exc:
-            raise JobError(f"kafka {what} on topic {self.config.topic!r}: {exc}") from exc
+        return await broker_call(f"kafka {what}", fn, where=f"topic {self.config.topic!r}", errors=(errors.KafkaError,))
 
     async def ensure_topics(self) -> None:
         """Create the job topic (``partitions``) and its side topics if missing."""
@@ -215,32 +208,28 @@ class KafkaTransport:
         await self.call("create topics", create)
         self._topics_ready = True
 
+    async def started(self, what: str, client: Any) -> Any:
+        """``client`` (an aiokafka producer or consumer) started, or stopped again if it cannot start."""
+        try:
+            await self.call(what, client.start)
+        except BaseException:
+            await client.stop()
+            raise
+        return client
+
     async def producer(self) -> Any:
         async with self._lock:
             if self._producer is None:
-                p = self.aiokafka().AIOKafkaProducer(bootstrap_servers=self.config.servers, acks="all",
-                                                     max_batch_size=self.config.batch_bytes)
-                try:
-                    await self.call("connect producer", p.start)
-                except BaseException:
-                    await p.stop()
-                    raise
-                self._producer = p
+                self._producer = await self.started("connect producer", self.aiokafka().AIOKafkaProducer(
+                    bootstrap_servers=self.config.servers, acks="all", max_batch_size=self.config.batch_bytes))
             return self._producer
 
     async def _inspect(self) -> Any:
         """A consumer in the group that never subscribes: it reads offsets and side topics."""
         async with self._lock:
             if self._inspector is None:
-                c = self.config
-                consumer = self.aiokafka().AIOKafkaConsumer(
-                    bootstrap_servers=c.servers, group_id=c.group, enable_auto_commit=False)
-                try:
-                    await self.call("connect consumer", consumer.start)
-                except BaseException:
-                    await consumer.stop()
-                    raise
-                self._inspector = consumer
+                self._inspector = await self.started("connect consumer", self.aiokafka().AIOKafkaConsumer(
+                    bootstrap_servers=self.config.servers, group_id=self.config.group, enable_auto_commit=False))
             return self._inspector
 
     async def aclose(self) -> None:
@@ -378,7 +367,7 @@ class KafkaTransport:
 
     def source(self, *, concurrency: int = 4, idle_exit: float | None = None,
                consumer: str | None = None) -> KafkaJobStream:
-        return KafkaJobStream(self, concurrency=concurrency, idle_exit=idle_exit, consumer=consumer)
+        return KafkaJobStream(self, StreamOptions(concurrency, idle_exit, consumer))
 
 
 __all__ = ["MAX_PAYLOAD_BYTES", "KafkaJobStream", "KafkaQueueConfig", "KafkaTransport", "PartitionOffsets", "parse_url"]

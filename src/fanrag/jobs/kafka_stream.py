@@ -1,31 +1,25 @@
-"""The consumer side of the Kafka transport: a JobSource over a consumer group (see kafka.py).
+"""The consumer side of the Kafka transport: a job stream over a consumer group (see kafka.py).
 
 Offsets are committed only from the pipeline's callbacks. Several jobs of one partition run at once and
 finish in any order, so each partition commits up to its lowest offset still unfinished
 (``PartitionOffsets``): a job done early waits for those before it, and a worker that dies leaves them
-all to be delivered again.
+all to be delivered again. In-flight de-duplication, the retry heap, settlement and idle exit are
+``BrokerJobStream``'s; what is Kafka's own is the commit point, the rebalance listener, the paused poll
+that keeps a busy worker in the group, and the reports on ``<topic>.workers``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, JobError
-from ..ingest.sources import SourceFile
-from ..limits.backoff import RetryPolicy
-from .base import Job, consumer_name
-
-# Producing a retry or dead letter: about a minute of full-jitter retries before the job is left to be
-# delivered again (after a restart or rebalance).
-SETTLE_RETRY = RetryPolicy(max_retries=10, base_s=0.2, cap_s=10.0)
+from ..errors import JobError
+from .base import Job, StreamOptions, retrying
+from .stream import BrokerJobStream, Unreadable
 
 if TYPE_CHECKING:
     from .kafka import KafkaTransport
@@ -63,77 +57,32 @@ class PartitionOffsets:
         return point
 
 
-@dataclass
-class _Held:
-    """A job handed to the pipeline; ``refs`` also holds duplicates of it that arrived meanwhile."""
+class KafkaJobStream(BrokerJobStream[Ref, "KafkaTransport"]):
+    """The consumer group as a job stream: deliveries are (partition, offset); settling one moves its
+    partition's commit point (see ``BrokerJobStream`` for the rest)."""
 
-    job: Job
-    refs: list[Ref] = field(default_factory=list)
-
-
-class KafkaJobStream:
-    """A JobSource over the consumer group: async iteration hands out jobs, the callbacks commit."""
-
-    def __init__(self, transport: KafkaTransport, *, concurrency: int, idle_exit: float | None,
-                 consumer: str | None) -> None:
-        if concurrency < 1:
-            raise ConfigError("jobs.concurrency", "must be >= 1")
-        self.transport = transport
-        self.name = consumer or consumer_name()
-        self.concurrency = concurrency
-        self.idle_exit = idle_exit
+    def __init__(self, transport: KafkaTransport, options: StreamOptions) -> None:
+        super().__init__(transport, options)
         self._consumer: Any = None
         self._offsets: dict[Any, PartitionOffsets] = {}  # the partitions this worker owns
         self._revoking: set[Any] = set()
-        self._settling: dict[Any, int] = {}  # partition -> retries / dead letters still being produced
-        self._in_flight: dict[str, _Held] = {}
-        self._delayed: list[tuple[float, int, Ref, Job]] = []  # retries not yet due
-        self._seq = itertools.count()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._committer: asyncio.Task[None] | None = None
+        self._committer: asyncio.Future[None] | None = None
         self._dirty = False
-        self._stop = asyncio.Event()
-        self._changed = asyncio.Event()
         self._report_due = asyncio.Event()
-        self._reporter: asyncio.Task[None] | None = None
-        self._closing = False
+        self._reporter: asyncio.Future[None] | None = None
         self._last_poll = time.monotonic()
-        self.errors: list[str] = []  # commits and produces that failed (the jobs will be delivered again)
-
-    def __iter__(self) -> Iterator[SourceFile]:
-        raise TypeError("a Kafka job stream is consumed with `async for` (IngestPipeline does)")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._changed.set()
 
     @property
     def assignment(self) -> list[int]:
         return sorted(tp.partition for tp in self._offsets)
 
-    # ------------------------------------------------------------------ iteration
+    # ------------------------------------------------------------------ the stream's I/O
 
-    async def __aiter__(self) -> AsyncIterator[SourceFile]:
-        await self._start()
-        idle_since = time.monotonic()
-        while not self._stop.is_set():
-            for src in self._due():
-                yield src
-            room = self.concurrency - len(self._in_flight)
-            if room <= 0:
-                await self._wait_full()
-                continue
-            records = await self._poll(room)
-            for m in records:
-                admitted = self._admit(m)
-                if admitted is not None:
-                    yield admitted
-            if records or self._in_flight or self._delayed or self._tasks:
-                idle_since = time.monotonic()
-            elif self.idle_exit is not None and time.monotonic() - idle_since >= self.idle_exit and await self._drained():
-                return
+    @property
+    def poll_s(self) -> float:
+        return self.transport.config.poll_s
 
-    async def _start(self) -> None:
+    async def open(self) -> None:
         if self._consumer is not None:
             return
         t = self.transport
@@ -141,30 +90,39 @@ class KafkaJobStream:
         await t.ensure_topics()
         kafka = t.aiokafka()
         consumer = kafka.AIOKafkaConsumer(
-            bootstrap_servers=c.servers, group_id=c.group, client_id=self.name, enable_auto_commit=False,
+            bootstrap_servers=c.servers, group_id=c.group, client_id=self.consumer, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=int(c.session_timeout_s * 1000),
             heartbeat_interval_ms=max(100, int(c.session_timeout_s * 1000 / 3)),
             rebalance_timeout_ms=int(c.rebalance_timeout_s * 1000),
             max_poll_interval_ms=int(c.max_poll_interval_s * 1000))
         consumer.subscribe([c.topic], listener=_listener(self, kafka.ConsumerRebalanceListener))
-        try:
-            await t.call("join group", consumer.start)
-        except BaseException:
-            await consumer.stop()
-            raise
-        self._consumer = consumer
+        self._consumer = await t.started("join group", consumer)
         self._reporter = asyncio.ensure_future(self._report_loop())
 
+    async def fetch(self, room: int) -> list[tuple[Ref, Job | Unreadable]]:
+        out = [d for m in await self._poll(room) if (d := self._delivery(m)) is not None]
+        if out:
+            self._report_due.set()
+        return out
+
     async def _poll(self, room: int) -> list[Any]:
-        wait = self.transport.config.poll_s
-        if self._delayed:
-            wait = min(wait, self._delayed[0][0] - time.time())
         batch = await self.transport.call("poll", lambda: self._consumer.getmany(
-            timeout_ms=max(0, int(wait * 1000)), max_records=room))
+            timeout_ms=int(self.fetch_wait() * 1000), max_records=room))
         self._last_poll = time.monotonic()
         return [m for msgs in batch.values() for m in msgs]
 
-    async def _wait_full(self) -> None:
+    def _delivery(self, m: Any) -> tuple[Ref, Job | Unreadable] | None:
+        tp = self.transport.aiokafka().TopicPartition(m.topic, m.partition)
+        offsets = self._offsets.get(tp)
+        if offsets is None or tp in self._revoking:  # fetched before a rebalance took the partition
+            return None
+        offsets.delivered(m.offset)
+        try:
+            return (tp, m.offset), Job.from_json(m.value or b"")
+        except JobError as exc:
+            return (tp, m.offset), Unreadable(str(exc), (m.value or b"")[:1000].decode("utf-8", "replace"))
+
+    async def wait_full(self) -> None:
         """All slots busy: wait for one to free up. A poll with every partition paused now and then tells
         the group this worker is alive (``max_poll_interval``) without taking more jobs."""
         c = self.transport.config
@@ -181,111 +139,53 @@ class KafkaJobStream:
         finally:
             self._consumer.resume(*(paused & set(self._consumer.assignment())))
 
-    async def _wait(self, timeout: float) -> None:
-        self._changed.clear()
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            pass
+    def redeliver(self, refs: list[Ref]) -> None:
+        """A retry or dead letter could not be produced, so the commit point stays before these offsets:
+        fetch them again (whatever after them is fetched again too rides along or runs unchanged)."""
+        lowest: dict[Any, int] = {}
+        for tp, offset in refs:
+            if self.owns((tp, offset)) and self._consumer is not None:
+                lowest[tp] = min(offset, lowest.get(tp, offset))
+        for tp, offset in lowest.items():
+            log.warning("%s: fetching again from offset %d", self.token((tp, offset)), offset)
+            self._consumer.seek(tp, offset)
 
-    def _admit(self, m: Any) -> SourceFile | None:
-        tp = self.transport.aiokafka().TopicPartition(m.topic, m.partition)
-        offsets = self._offsets.get(tp)
-        if offsets is None or tp in self._revoking:  # fetched before a rebalance took the partition
-            return None
-        offsets.delivered(m.offset)
-        try:
-            job = Job.from_json(m.value or b"")
-        except JobError as exc:  # unreadable payload: straight to the dead-letter topic
-            raw, reason = (m.value or b"")[:1000].decode("utf-8", "replace"), str(exc)
-            self._settle([(tp, m.offset)], lambda: self._dead_letter(Job(uri="", path=""), reason, raw))
-            return None
-        return self._hold((tp, m.offset), job)
+    def owns(self, ref: Ref) -> bool:
+        return ref[0] in self._offsets and ref[0] not in self._revoking
 
-    def _hold(self, ref: Ref, job: Job) -> SourceFile | None:
-        held = self._in_flight.get(job.uri)
-        if held is not None:  # the same file submitted again while it runs: committed with it
-            held.refs.append(ref)
-            return None
-        if job.not_before > time.time():
-            heapq.heappush(self._delayed, (job.not_before, next(self._seq), ref, job))
-            return None
-        self._in_flight[job.uri] = _Held(job, [ref])
-        self._report_due.set()
-        return job.source_file(token=f"{ref[0].topic}/{ref[0].partition}/{ref[1]}")
+    def token(self, ref: Ref) -> str:
+        return f"{ref[0].topic}/{ref[0].partition}/{ref[1]}"
 
-    def _due(self) -> list[SourceFile]:
-        out = []
-        while self._delayed and self._delayed[0][0] <= time.time() and len(self._in_flight) < self.concurrency:
-            _, _, ref, job = heapq.heappop(self._delayed)
-            if ref[0] not in self._offsets or ref[0] in self._revoking:
-                continue
-            src = self._hold(ref, Job(job.uri, job.path, job.content_hash, job.options, job.attempts))
-            if src is not None:
-                out.append(src)
-        return out
-
-    async def _drained(self) -> bool:
-        """Nothing held here, and the whole group has committed everything in the topic."""
-        if self._in_flight or self._delayed or any(o.pending for o in self._offsets.values()):
+    async def drained(self) -> bool:
+        """Nothing unfinished here, and the whole group has committed everything in the topic."""
+        if any(o.pending for o in self._offsets.values()):
             return False
         return sum((await self.transport.lag()).values()) == 0
 
-    # ------------------------------------------------------------------ outcomes (called by the pipeline)
+    # ------------------------------------------------------------------ settlement: produce, then commit
 
-    def committed(self, source: SourceFile) -> None:
-        held = self._in_flight.pop(source.uri, None)
-        self._changed.set()
-        if held is not None:
-            self._finish(held.refs)
+    async def ack(self, refs: list[Ref]) -> None:
+        self._finish(refs)
 
-    def failed(self, source: SourceFile, reason: str) -> None:
-        held = self._in_flight.pop(source.uri, None)
-        self._changed.set()
-        if held is None:
-            return
-        c, job = self.transport.config, held.job
-        if job.attempts + 1 >= c.max_attempts:
-            log.warning("%s: giving up after %d attempts: %s", job.path, job.attempts + 1, reason)
-            self._settle(held.refs, lambda: self._dead_letter(job, reason))
-        else:
-            again = job.retry(time.time() + c.retry.delay(job.attempts))
-            self._settle(held.refs, lambda: self._retry(again, reason))
-
-    async def _retry(self, job: Job, reason: str) -> None:
+    async def requeue(self, refs: list[Ref], job: Job, reason: str) -> None:
         t = self.transport
         key = job.uri.encode()
-        await t.produce(t.config.topic, [(key, job.to_json().encode())])
         note = {"attempts": job.attempts, "not_before": job.not_before, "reason": reason}
-        await t.produce(t.config.retries, [(key, json.dumps(note).encode())])
+        await self._produce(lambda: t.produce(t.config.topic, [(key, job.to_json().encode())]))
+        await self._produce(lambda: t.produce(t.config.retries, [(key, json.dumps(note).encode())]))
+        self._finish(refs)
 
-    async def _dead_letter(self, job: Job, reason: str, raw: str = "") -> None:
+    async def dead_letter(self, refs: list[Ref], job: Job, reason: str, raw: str) -> None:
         t = self.transport
-        letter = {"job": job.to_json(), "reason": reason, "raw": raw, "worker": self.name}
-        await t.produce(t.config.dlq, [(job.uri.encode() or None, json.dumps(letter).encode())])
+        letter = {"job": job.to_json(), "reason": reason, "raw": raw, "worker": self.consumer}
+        message = (job.uri.encode() or None, json.dumps(letter).encode())
+        await self._produce(lambda: t.produce(t.config.dlq, [message]))
+        self._finish(refs)
 
-    def _settle(self, refs: list[Ref], produce: Callable[[], Awaitable[None]]) -> None:
-        """Produce the retry or dead letter, and only then let the offsets be committed. A failed produce is
-        tried again (a broker blip must not hold the partition's commit point back for good)."""
-        async def run() -> None:
-            try:
-                for attempt in range(SETTLE_RETRY.max_retries + 1):
-                    try:
-                        await produce()
-                        break
-                    except JobError as exc:
-                        if attempt == SETTLE_RETRY.max_retries:
-                            raise
-                        log.warning("%s; trying again", exc)
-                        await asyncio.sleep(SETTLE_RETRY.delay(attempt))
-            finally:
-                for tp, _ in refs:
-                    self._settling[tp] -= 1
-                self._changed.set()
-            self._finish(refs)
-        for tp, _ in refs:
-            self._settling[tp] = self._settling.get(tp, 0) + 1
-        self._spawn(run())
+    async def _produce(self, send: Callable[[], Awaitable[Any]]) -> None:
+        """Produce before committing past the job; a failed produce is tried again for about a minute
+        (``reconnect``: a broker blip must not hold the partition's commit point back for good)."""
+        await retrying("kafka produce", send, self.transport.config.reconnect, (JobError,))
 
     def _finish(self, refs: list[Ref]) -> None:
         for tp, offset in refs:
@@ -311,27 +211,13 @@ class KafkaJobStream:
             if tp in self._offsets:
                 self._offsets[tp].committed = point
 
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._settled)
-        return task
-
-    def _settled(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._changed.set()
-        if not task.cancelled() and task.exception() is not None:
-            self.errors.append(str(task.exception()))
-            log.error("job commit failed (the job stays uncommitted and will be delivered again): %s",
-                      task.exception())
-
     # ------------------------------------------------------------------ rebalance
 
     def _assigned(self, assigned: set[Any]) -> None:
         for tp in assigned:
             if tp.topic == self.transport.config.topic:
                 self._offsets[tp] = PartitionOffsets()
-        log.info("%s owns partitions %s", self.name, self.assignment)
+        log.info("%s owns partitions %s", self.consumer, self.assignment)
         self._report_due.set()
 
     async def _revoked(self, revoked: set[Any]) -> None:
@@ -340,8 +226,7 @@ class KafkaJobStream:
         if not mine:
             return
         self._revoking |= mine
-        self._delayed = [d for d in self._delayed if d[2][0] not in mine]
-        heapq.heapify(self._delayed)
+        self._drop_delayed(lambda ref: ref[0] in mine)
         deadline = time.monotonic() + 0.8 * self.transport.config.rebalance_timeout_s
         while not self._closing and self._busy(mine) and time.monotonic() < deadline:
             await self._wait(min(0.2, max(0.0, deadline - time.monotonic())))
@@ -357,8 +242,9 @@ class KafkaJobStream:
         self._report_due.set()
 
     def _busy(self, partitions: set[Any]) -> bool:
-        return (any(self._settling.get(tp, 0) for tp in partitions)
-                or any(tp in partitions for h in self._in_flight.values() for tp, _ in h.refs))
+        """Jobs of these partitions still in flight here, or settling."""
+        refs = self.settling_refs() + [r for h in self._in_flight.values() for r in h.refs]
+        return any(tp in partitions for tp, _ in refs)
 
     # ------------------------------------------------------------------ reports on <topic>.workers
 
@@ -383,13 +269,10 @@ class KafkaJobStream:
         held = sum(len(o.pending) for o in self._offsets.values())
         value = None if final else json.dumps(
             {"in_flight": held, "partitions": self.assignment, "at": time.time()}).encode()
-        await t.produce(t.config.workers, [(self.name.encode(), value)])
+        await t.produce(t.config.workers, [(self.consumer.encode(), value)])
 
-    async def aclose(self) -> None:
-        """Wait for the commits and produces still on their way, then leave the group."""
-        self._closing = True
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def close(self) -> None:
+        """After the last commit: stop reporting, leave the group, and say so on ``<topic>.workers``."""
         if self._reporter is not None:
             self._reporter.cancel()
             await asyncio.gather(self._reporter, return_exceptions=True)

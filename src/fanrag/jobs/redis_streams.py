@@ -9,10 +9,14 @@
     XAUTOCLAIM min-idle                  a dead worker's jobs move to a live one after ``reclaim_idle`` s;
                                          one handed out more than ``max_attempts`` times goes to the DLQ
     XCLAIM JUSTID (heartbeat)            a live worker keeps its own long jobs from looking idle
+    XTRIM MINID (a Lua script)           entries every group of the stream has acknowledged are deleted,
+                                         by each worker's heartbeat and when it closes
 
 Keys: ``<stream>``, ``<stream>.dlq`` and the hash ``<stream>.counters`` (done, retried, dead). A retry is
 a new entry, so a duplicate delivery (at-least-once) is possible: ingestion is idempotent, and a file
 already committed unchanged is acknowledged without work. Run Redis with AOF to survive its restarts.
+The stream keeps only what some group has not acknowledged (``submitted`` counts from the stream's
+``entries-added``, Redis 7+); the dead-letter stream is kept whole, for the operator.
 
 URL: ``redis://host:port/db?stream=ingest-jobs&group=fanrag&max_attempts=5&retry_base=1&retry_cap=60
 &reclaim_idle=60&block=1``; other query parameters go to redis-py.
@@ -21,35 +25,53 @@ URL: ``redis://host:port/db?stream=ingest-jobs&group=fanrag&max_attempts=5&retry
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, JobError, require
-from ..ingest.sources import SourceFile
-from ..limits.backoff import RetryPolicy
-from .base import QUEUE_FIELD, Job, QueueStats, consumer_name
+from .base import QUEUE_FIELD, Job, QueueConfig, QueueStats, StreamOptions, broker_call, split_url
+from .stream import BrokerJobStream, Unreadable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PAYLOAD = "job"
 
+# Delete what every group has acknowledged: each group keeps its oldest pending entry and, if none, all
+# after its last delivery; the stream keeps from the lowest of those. One script: atomic, so a group that
+# is created or reads meanwhile loses nothing. (Ids are "ms-seq": compared as two numbers.)
+TRIM_ACKED = """
+local function parse(id)
+  local ms, seq = string.match(id, "(%d+)-(%d+)")
+  return tonumber(ms), tonumber(seq)
+end
+local bound_ms, bound_seq = nil, nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local pending = redis.call('XPENDING', KEYS[1], info['name'])
+  local ms, seq
+  if pending[1] > 0 then ms, seq = parse(pending[2]) else
+    ms, seq = parse(info['last-delivered-id'])
+    seq = seq + 1
+  end
+  if bound_ms == nil or ms < bound_ms or (ms == bound_ms and seq < bound_seq) then
+    bound_ms, bound_seq = ms, seq
+  end
+end
+if bound_ms == nil then return 0 end
+return redis.call('XTRIM', KEYS[1], 'MINID', string.format("%d-%d", bound_ms, bound_seq))
+"""
 
-@dataclass(frozen=True, slots=True)
-class RedisQueueConfig:
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisQueueConfig(QueueConfig):
     url: str  # the connection URL, without fanrag's own query parameters
     stream: str = "ingest-jobs"
     group: str = "fanrag"
-    max_attempts: int = 5
-    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(base_s=1.0, cap_s=60.0))
     reclaim_idle_s: float = 60.0
     block_s: float = 1.0
-    # Connection errors: retried with full jitter for about a minute in all, then a JobError.
-    reconnect: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_retries=12, base_s=0.2, cap_s=10.0))
 
     @property
     def dlq(self) -> str:
@@ -64,15 +86,11 @@ _OWN = {"stream", "group", "max_attempts", "retry_base", "retry_cap", "reclaim_i
 
 
 def parse_url(url: str) -> RedisQueueConfig:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    own = {k: query.pop(k) for k in list(query) if k in _OWN}
-    conn = urlunsplit(parts._replace(query=urlencode(query)))
+    conn, own = split_url(url, _OWN)
     try:
         cfg = RedisQueueConfig(
             url=conn, stream=own.get("stream", "ingest-jobs"), group=own.get("group", "fanrag"),
-            max_attempts=int(own.get("max_attempts", 5)),
-            retry=RetryPolicy(base_s=float(own.get("retry_base", 1.0)), cap_s=float(own.get("retry_cap", 60.0))),
+            **QueueConfig.retry_fields(own),
             reclaim_idle_s=float(own.get("reclaim_idle", 60.0)), block_s=float(own.get("block", 1.0)))
     except ValueError as exc:
         raise ConfigError(QUEUE_FIELD, f"{url!r}: {exc}") from exc
@@ -109,21 +127,11 @@ class RedisStreamsTransport:
         return self._redis
 
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run one Redis operation; its errors become JobError naming the operation and the stream."""
+        """One Redis operation, retried over connection errors; its errors become JobError naming the
+        operation and the stream."""
         self._connect()  # also sets the exception classes
-        policy = self.config.reconnect
-        for attempt in range(policy.max_retries + 1):
-            try:
-                return await fn()
-            except self._transient as exc:  # server restarting, network blip: back off and try again
-                if attempt == policy.max_retries:
-                    raise JobError(f"redis {what} on stream {self.config.stream!r}: {exc}") from exc
-                pause = policy.delay(attempt)
-                log.warning("redis %s failed (%s); retrying in %.1f s", what, exc, pause)
-                await asyncio.sleep(pause)
-            except self._errors as exc:
-                raise JobError(f"redis {what} on stream {self.config.stream!r}: {exc}") from exc
-        raise AssertionError("unreachable: the loop returns or raises")
+        return await broker_call(f"redis {what}", fn, where=f"stream {self.config.stream!r}", errors=self._errors,
+                                 transient=self._transient, policy=self.config.reconnect)
 
     async def ensure_group(self) -> None:
         if self._group_ready:
@@ -159,15 +167,15 @@ class RedisStreamsTransport:
 
     # ------------------------------------------------------------------ consumer primitives
 
-    async def read(self, consumer: str, count: int, block_s: float | None) -> list[tuple[str, Job | str]]:
-        """New entries for this consumer; a malformed payload comes back as its error text."""
+    async def read(self, consumer: str, count: int, block_s: float | None) -> list[tuple[str, Job | Unreadable]]:
+        """New entries for this consumer (``block_s`` None: do not wait)."""
         c = self.config
         block = max(1, int(block_s * 1000)) if block_s else None
         reply = await self._call("XREADGROUP", lambda: self.redis.xreadgroup(
             c.group, consumer, {c.stream: ">"}, count=count, block=block))
         return [_entry(eid, fields) for _, entries in (reply or []) for eid, fields in entries]
 
-    async def reclaim(self, consumer: str, count: int, start: str) -> tuple[str, list[tuple[str, Job | str]]]:
+    async def reclaim(self, consumer: str, count: int, start: str) -> tuple[str, list[tuple[str, Job | Unreadable]]]:
         """Entries idle longer than ``reclaim_idle`` (a dead worker's), now owned by ``consumer``."""
         c = self.config
         reply = await self._call("XAUTOCLAIM", lambda: self.redis.xautoclaim(
@@ -218,6 +226,11 @@ class RedisStreamsTransport:
             await pipe.execute()
         await self._call(what, run)
 
+    async def trim(self) -> int:
+        """Delete the entries every group has acknowledged; returns how many went."""
+        script = self.redis.register_script(TRIM_ACKED)
+        return int(await self._call("XTRIM", lambda: script(keys=[self.config.stream])))
+
     async def drained(self) -> bool:
         """Nothing waiting and nothing delivered-but-unacknowledged, in the whole group."""
         c = self.config
@@ -243,10 +256,11 @@ class RedisStreamsTransport:
         await self.ensure_group()
         c = self.config
         info = await self._group_info()
-        submitted = await self._call("XLEN", lambda: self.redis.xlen(c.stream))
+        stream = await self._call("XINFO STREAM", lambda: self.redis.xinfo_stream(c.stream))
+        added = int(stream.get("entries-added", stream["length"]))  # trimmed entries count (Redis 7+)
         counters = await self._call("HGETALL", lambda: self.redis.hgetall(c.counters))
         retried = int(counters.get("retried", 0))
-        return QueueStats(queue=f"{c.stream} (group {c.group})", submitted=int(submitted) - retried,
+        return QueueStats(queue=f"{c.stream} (group {c.group})", submitted=added - retried,
                           waiting=info["lag"], in_flight=info["pending"], done=int(counters.get("done", 0)),
                           retried=retried, dead=int(counters.get("dead", 0)), consumers=info["consumers"])
 
@@ -256,189 +270,89 @@ class RedisStreamsTransport:
 
     def source(self, *, concurrency: int = 4, idle_exit: float | None = None,
                consumer: str | None = None) -> RedisJobStream:
-        return RedisJobStream(self, concurrency=concurrency, idle_exit=idle_exit, consumer=consumer)
+        return RedisJobStream(self, StreamOptions(concurrency, idle_exit, consumer))
 
 
-def _entry(eid: str, fields: dict[str, str]) -> tuple[str, Job | str]:
+def _entry(eid: str, fields: dict[str, str]) -> tuple[str, Job | Unreadable]:
     try:
         return eid, Job.from_json(fields.get(PAYLOAD, ""))
     except JobError as exc:
-        return eid, str(exc)
+        return eid, Unreadable(str(exc))
 
 
-@dataclass
-class _Held:
-    """A job handed to the pipeline; ``ids`` also holds duplicates of it that arrived meanwhile."""
+class RedisJobStream(BrokerJobStream[str, RedisStreamsTransport]):
+    """The consumer group as a job stream: deliveries are entry ids; a heartbeat keeps held jobs fresh,
+    XAUTOCLAIM takes over a dead worker's (see ``BrokerJobStream`` for the rest)."""
 
-    job: Job
-    ids: list[str] = field(default_factory=list)
-
-
-class RedisJobStream:
-    """A JobSource over the consumer group: async iteration hands out jobs, the callbacks acknowledge."""
-
-    def __init__(self, transport: RedisStreamsTransport, *, concurrency: int, idle_exit: float | None,
-                 consumer: str | None) -> None:
-        if concurrency < 1:
-            raise ConfigError("jobs.concurrency", "must be >= 1")
-        self.transport = transport
-        self.consumer = consumer or consumer_name()
-        self.concurrency = concurrency
-        self.idle_exit = idle_exit
-        self._in_flight: dict[str, _Held] = {}
-        self._delayed: list[tuple[float, str, Job]] = []  # (not_before, entry id, job): retries not yet due
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._stop = asyncio.Event()
-        self._changed = asyncio.Event()
-        self._cursor = "0-0"
+    def __init__(self, transport: RedisStreamsTransport, options: StreamOptions) -> None:
+        super().__init__(transport, options)
+        self._cursor = "0-0"  # where the next XAUTOCLAIM scan starts
         self._beat: asyncio.Future[None] | None = None
-        self.errors: list[str] = []  # acknowledgements that failed (the jobs will be reclaimed)
 
-    def __iter__(self) -> Iterator[SourceFile]:
-        raise TypeError("a Redis job stream is consumed with `async for` (IngestPipeline does)")
+    @property
+    def poll_s(self) -> float:
+        return self.transport.config.block_s
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._changed.set()
-
-    # ------------------------------------------------------------------ iteration
-
-    async def __aiter__(self) -> AsyncIterator[SourceFile]:
-        t = self.transport
-        await t.ensure_group()
+    async def open(self) -> None:
+        await self.transport.ensure_group()
         if self._beat is None:
             self._beat = asyncio.ensure_future(self._heartbeat())
-        idle_since = time.monotonic()
-        while not self._stop.is_set():
-            for src in self._due():
-                yield src
-            room = self.concurrency - len(self._in_flight)
-            if room <= 0:
-                await self._wait(t.config.block_s)
-                continue
-            entries = await self._fetch(room)
-            for eid, job in entries:
-                admitted = self._admit(eid, job)
-                if admitted is not None:
-                    yield admitted
-            if entries or self._in_flight or self._delayed or self._tasks:
-                idle_since = time.monotonic()
-            elif self.idle_exit is not None and time.monotonic() - idle_since >= self.idle_exit and await t.drained():
-                return
 
-    async def _fetch(self, room: int) -> list[tuple[str, Job | str]]:
+    async def fetch(self, room: int) -> list[tuple[str, Job | Unreadable]]:
         t = self.transport
         self._cursor, claimed = await t.reclaim(self.consumer, room, self._cursor)
         if claimed:
             log.info("reclaimed %d idle jobs from other consumers", len(claimed))
             return await self._screen(claimed)
-        return await t.read(self.consumer, room, self._block_s())
+        wait = self.fetch_wait()
+        return await t.read(self.consumer, room, wait if wait > 0.001 else None)
 
-    async def _screen(self, claimed: list[tuple[str, Job | str]]) -> list[tuple[str, Job | str]]:
+    async def _screen(self, claimed: list[tuple[str, Job | Unreadable]]) -> list[tuple[str, Job | Unreadable]]:
         """A job handed out more than ``max_attempts`` times keeps killing (or hanging) its workers:
         dead-letter it instead of taking the next worker down too."""
-        t = self.transport
-        counts = await t.deliveries([eid for eid, _ in claimed])
+        counts = await self.transport.deliveries([eid for eid, _ in claimed])
         keep = []
         for eid, job in claimed:
             n = counts.get(eid, 0)
-            if isinstance(job, Job) and n > t.config.max_attempts:
+            if isinstance(job, Job) and n > self.max_attempts:
                 reason = f"{job.path}: abandoned {n - 1} times (its worker died or hung while ingesting it)"
-                self._spawn(t.dead_letter([eid], job, reason))
+                self._settle([eid], self.dead_letter([eid], job, reason, ""))
             else:
                 keep.append((eid, job))
         return keep
 
-    def _block_s(self) -> float | None:
-        """Block on the stream no longer than the next due retry (None: do not block)."""
-        wait = self.transport.config.block_s
-        if self._delayed:
-            wait = min(wait, self._delayed[0][0] - time.time())
-        return wait if wait > 0.001 else None
+    async def ack(self, refs: list[str]) -> None:
+        await self.transport.ack(refs)
 
-    async def _wait(self, timeout: float) -> None:
-        self._changed.clear()
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            pass
+    async def requeue(self, refs: list[str], job: Job, reason: str) -> None:
+        await self.transport.requeue(refs, job)
 
-    def _admit(self, eid: str, job: Job | str) -> SourceFile | None:
-        if isinstance(job, str):  # unreadable payload: straight to the dead-letter stream
-            self._spawn(self.transport.dead_letter([eid], Job(uri="", path=""), job))
-            return None
-        held = self._in_flight.get(job.uri)
-        if held is not None:  # the same file submitted again while it runs: acknowledged with it
-            held.ids.append(eid)
-            return None
-        if job.not_before > time.time():
-            heapq.heappush(self._delayed, (job.not_before, eid, job))
-            return None
-        self._in_flight[job.uri] = _Held(job, [eid])
-        return job.source_file(token=eid)
+    async def dead_letter(self, refs: list[str], job: Job, reason: str, raw: str) -> None:
+        await self.transport.dead_letter(refs, job, reason)
 
-    def _due(self) -> list[SourceFile]:
-        out = []
-        while self._delayed and self._delayed[0][0] <= time.time() and len(self._in_flight) < self.concurrency:
-            _, eid, job = heapq.heappop(self._delayed)
-            src = self._admit(eid, Job(job.uri, job.path, job.content_hash, job.options, job.attempts))
-            if src is not None:
-                out.append(src)
-        return out
+    async def drained(self) -> bool:
+        return await self.transport.drained()
 
     async def _heartbeat(self) -> None:
         """Until closed, keep the jobs this worker holds from looking idle, even while the pipeline is
-        busy and does not ask for more (so a live worker's long job is never reclaimed)."""
+        busy and does not ask for more (so a live worker's long job is never reclaimed); and trim."""
         t = self.transport
         while True:
             await asyncio.sleep(t.config.reclaim_idle_s / 3)
             try:
-                await t.touch(self.consumer, self._held_ids())
+                await t.touch(self.consumer, self.held_refs())
+                await t.trim()
             except JobError as exc:
                 log.warning("heartbeat failed: %s", exc)
 
-    def _held_ids(self) -> list[str]:
-        return [i for h in self._in_flight.values() for i in h.ids] + [eid for _, eid, _ in self._delayed]
-
-    # ------------------------------------------------------------------ outcomes (called by the pipeline)
-
-    def committed(self, source: SourceFile) -> None:
-        held = self._in_flight.pop(source.uri, None)
-        self._changed.set()
-        if held is not None:
-            self._spawn(self.transport.ack(held.ids))
-
-    def failed(self, source: SourceFile, reason: str) -> None:
-        held = self._in_flight.pop(source.uri, None)
-        self._changed.set()
-        if held is None:
+    async def close(self) -> None:
+        """Stop the heartbeat; trim what this worker's acknowledgements freed."""
+        if self._beat is None:  # never opened: nothing to trim (and maybe no server to reach)
             return
-        t, job = self.transport, held.job
-        if job.attempts + 1 >= t.config.max_attempts:
-            log.warning("%s: giving up after %d attempts: %s", job.path, job.attempts + 1, reason)
-            self._spawn(t.dead_letter(held.ids, job, reason))
-        else:
-            delay = t.config.retry.delay(job.attempts)
-            self._spawn(t.requeue(held.ids, job.retry(time.time() + delay)))
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._settled)
-
-    def _settled(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._changed.set()
-        if not task.cancelled() and task.exception() is not None:
-            self.errors.append(str(task.exception()))
-            log.error("job acknowledgement failed (the job stays pending and will be reclaimed): %s",
-                      task.exception())
-
-    async def aclose(self) -> None:
-        """Wait for the acknowledgements still on their way, then stop the heartbeat."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        if self._beat is not None:
-            self._beat.cancel()
-            await asyncio.gather(self._beat, return_exceptions=True)
-            self._beat = None
+        self._beat.cancel()
+        await asyncio.gather(self._beat, return_exceptions=True)
+        self._beat = None
+        try:
+            await self.transport.trim()
+        except JobError as exc:
+            log.warning("trimming the stream failed: %s", exc)

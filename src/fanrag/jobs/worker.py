@@ -26,7 +26,7 @@ async def run_worker(engine: Engine, transport: JobTransport, *, concurrency: in
     stream = transport.source(concurrency=concurrency, idle_exit=idle_exit, consumer=consumer)
     with _stop_on_signals(stream, handle_signals):
         try:
-            return await engine.aingest(stream)  # type: ignore[arg-type]  # an async JobSource
+            return await engine.aingest(stream)
         except BaseExceptionGroup as group:  # the pipeline's task groups wrap what failed
             error = _first_fanrag_error(group)
             if error is None:
