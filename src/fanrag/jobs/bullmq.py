@@ -376,9 +376,9 @@ class BullMQJobStream(BrokerJobStream[_Delivery, BullMQTransport]):
             delivery.settle(RELEASE)
         else:
             self._ready.put_nowait(delivery)
-        return await self._finish(delivery, await asyncio.shield(delivery.outcome))
+        return await self._apply(delivery, await asyncio.shield(delivery.outcome))
 
-    async def _finish(self, d: _Delivery, outcome: _Outcome) -> dict[str, str]:
+    async def _apply(self, d: _Delivery, outcome: _Outcome) -> dict[str, str]:
         """Completed (the return), failed, back to wait, or delayed: the last two raise DelayedError."""
         bullmq = require("bullmq", feature="BullMQ job queue", extra="bullmq")
         made = int(d.bjob.attemptsMade or 0) + 1
