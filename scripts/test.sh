@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv --clear .venv-test
 . .venv-test/bin/activate
 python -m pip install -q --upgrade pip
-# torch first, from the CPU build pinned in pyproject.toml, so nothing resolves a CUDA wheel.
+# torch first, from the CPU build pinned in pyproject.toml (the st extra, which the test extra includes),
+# so nothing resolves a CUDA wheel.
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[test]"
 # The Node.js producer of the BullMQ interoperability tests (tests/jobs/node); without npm those tests skip

