@@ -142,7 +142,7 @@ def variant_sequential(corpus: Path, home: Path) -> dict[str, Any]:
     from dataclasses import replace
 
     from fanrag.embed import create_embedder, load_tokenizer
-    from fanrag.graph.extract import create_extractor
+    from fanrag.graph.factory import create_extractor
     from fanrag.ids import source_uri
     from fanrag.ingest.chunker import chunk_document
     from fanrag.ingest.loaders.jsonl import entry_document

@@ -1,89 +1,171 @@
-"""Typed, frozen settings. Sources, lowest to highest priority: defaults, ``$FANRAG_HOME/fanrag.toml``,
-``FANRAG_<SECTION>__<FIELD>`` environment variables, explicit overrides. Every invalid value raises
-ConfigError naming the field as ``section.field``.
+"""Typed, frozen settings, read with pydantic-settings.
+
+Sources, lowest to highest priority: the defaults declared below, ``$FANRAG_HOME/fanrag.toml`` (or
+``home/fanrag.toml``), ``FANRAG_<SECTION>__<FIELD>`` environment variables (plus the store URL aliases
+``FANRAG_META``, ``FANRAG_VECTORS``, ...), explicit overrides. Layers merge field by field (a table in the
+file and one variable for the same section both count).
+
+Each field declares its type and its constraints (``Literal`` options, ``Field(ge=...)``); a rule over
+several fields is a validator on the later one (``chunk.overlap < chunk.size / 2``), so its error names
+that field. Whatever the source (file, environment, overrides, ``replace``, a section built directly), an
+invalid value raises ConfigError naming the field as ``section.field`` (``retrieval.weights.graph`` for a
+table entry).
+
+Sections and ``Settings`` are frozen, slotted pydantic *dataclasses* rather than models: they stay
+``dataclasses.replace``-able and hashable like any dataclass, and the Celery codec, which only rebuilds
+fanrag's dataclasses, carries them to workers. pydantic-settings' sources read a ``BaseSettings`` class;
+``_Sources`` is made from Settings' own fields, so a section is declared once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import os
 import tomllib
-import types
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from .errors import ConfigError
+from .types import BranchName
 
 DEFAULT_HOME = ".fanrag"
 CONFIG_FILE = "fanrag.toml"
+ENV_PREFIX = "FANRAG_"
+ENV_DELIMITER = "__"
+
+T = TypeVar("T")
+
+# extra="forbid": an unknown key is an error, not ignored; validate_default: cross-field rules also see
+# defaults (backend = "http" with the default empty url).
+_CONFIG = ConfigDict(extra="forbid", validate_default=True, coerce_numbers_to_str=True)
 
 
-def _check(ok: bool, name: str, reason: str) -> None:
-    if not ok:
-        raise ConfigError(name, reason)
+@typing.dataclass_transform(frozen_default=True, field_specifiers=(Field,))
+def _frozen(cls: type[T]) -> type[T]:
+    """A frozen, slotted pydantic dataclass whose constructor raises ConfigError naming the field."""
+    built = dataclass(frozen=True, slots=True, config=_CONFIG)(cls)
+    init = built.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise _config_error(exc, _SECTION_NAMES.get(type(self), "")) from None
+
+    built.__init__ = __init__  # type: ignore[method-assign]
+    return built
 
 
-@dataclass(frozen=True)
+def _rule(field: str, reason: str, ok: Callable[[Any, dict[str, Any]], bool]) -> Any:
+    """A validator of ``field`` for a rule over earlier fields: ``ok(value, earlier_values)``."""
+
+    def check(cls: type, value: Any, info: ValidationInfo) -> Any:
+        try:
+            passed = ok(value, info.data)
+        except KeyError:  # an earlier field is invalid itself: that error is the one to report
+            return value
+        if not passed:
+            raise ValueError(reason)
+        return value
+
+    return field_validator(field)(classmethod(check))  # type: ignore[arg-type]
+
+
+def _required_for(field: str, *backends: str) -> Any:
+    """A validator: ``field`` must be set when ``backend`` (declared before it) is one of ``backends``."""
+    reason = f"is required when backend = {' or '.join(backends)}"
+    return _rule(field, reason, lambda v, d: d["backend"] not in backends or bool(v))
+
+
+def _comma_separated(value: Any) -> Any:
+    """``"dense,bm25"`` (an environment variable) -> ("dense", "bm25"); lists pass through."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _name_value_pairs(value: Any) -> Any:
+    """``"dense=1,bm25=0.5"`` (an environment variable) -> {"dense": "1", "bm25": "0.5"}; tables pass."""
+    if not isinstance(value, str):
+        return value
+    pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError("expected name=weight pairs, e.g. dense=1,bm25=0.5")
+    return {name.strip(): weight.strip() for name, weight in pairs}
+
+
+# NoDecode: pydantic-settings would read these variables as JSON; they are comma-separated instead.
+Branches = Annotated[tuple[BranchName, ...], NoDecode, BeforeValidator(_comma_separated)]
+Weights = Annotated[dict[str, Annotated[float, Field(ge=0)]], NoDecode, BeforeValidator(_name_value_pairs)]
+
+
+@_frozen
 class ChunkSettings:
-    size: int = 256  # tokens, in the embedder's own tokenizer
-    overlap: int = 32
-    min_size: int = 16  # a trailing piece smaller than this is merged into the previous chunk
+    size: int = Field(256, ge=16)  # tokens, in the embedder's own tokenizer
+    overlap: int = Field(32, ge=0)
+    min_size: int = Field(16, ge=0)  # a trailing piece smaller than this is merged into the previous chunk
 
-    def validate(self) -> None:
-        _check(self.size >= 16, "size", "must be >= 16 tokens")
-        _check(0 <= self.overlap < self.size // 2, "overlap", "must be >= 0 and < size/2")
-        _check(0 <= self.min_size < self.size, "min_size", "must be >= 0 and < size")
+    _overlap = _rule("overlap", "must be < size/2", lambda v, d: v < d["size"] // 2)
+    _min_size = _rule("min_size", "must be < size", lambda v, d: v < d["size"])
 
 
-@dataclass(frozen=True)
+@_frozen
 class EmbedSettings:
-    backend: str = "onnx"  # onnx | sentence-transformers | http
+    backend: Literal["onnx", "sentence-transformers", "http"] = "onnx"
     model: str = "all-MiniLM-L6-v2"  # onnx/st: a model directory or packaged name; http: the model name
     quantize: bool = True  # onnx: int8 MatMul weights, per channel
-    threads: int = 0  # 0 = number of cores
-    batch_size: int = 0  # inputs per forward pass (or HTTP request); 0 = the backend's own default
+    threads: int = Field(0, ge=0)  # 0 = number of cores
+    batch_size: int = Field(0, ge=0, le=4096)  # inputs per forward pass (or HTTP request); 0 = backend's
     gather: int = 512  # chunks gathered across documents and sorted by length before batching
-    max_length: int = 256  # tokens per input, including special tokens
+    max_length: int = Field(256, ge=8, le=8192)  # tokens per input, including special tokens
     url: str = ""  # http: base URL of an OpenAI-compatible server
     api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = 30.0
-    max_retries: int = 5
-    rate_limit_rpm: int = 0  # http: requests per minute, 0 = off
-    rate_limit_tpm: int = 0  # http: (estimated) input tokens per minute, 0 = off
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    rate_limit_rpm: int = Field(0, ge=0)  # http: requests per minute, 0 = off
+    rate_limit_tpm: int = Field(0, ge=0)  # http: (estimated) input tokens per minute, 0 = off
     rate_limit_redis: str = ""  # redis://... shares the limit between processes; empty = per process
 
-    def validate(self) -> None:
-        _check(self.backend in ("onnx", "sentence-transformers", "http"), "backend",
-               "must be one of onnx, sentence-transformers, http")
-        _check(self.threads >= 0, "threads", "must be >= 0")
-        _check(0 <= self.batch_size <= 4096, "batch_size", "must be in 0..4096 (0: the backend's default)")
-        _check(self.gather >= self.batch_size, "gather", "must be >= batch_size")
-        _check(8 <= self.max_length <= 8192, "max_length", "must be in 8..8192")
-        _check(self.backend != "http" or bool(self.url), "url", "is required when backend = http")
-        _check(self.timeout_s > 0, "timeout_s", "must be > 0")
-        _check(self.max_retries >= 0, "max_retries", "must be >= 0")
-        _check(self.rate_limit_rpm >= 0 and self.rate_limit_tpm >= 0, "rate_limit_rpm", "must be >= 0")
+    _gather = _rule("gather", "must be >= batch_size", lambda v, d: v >= d["batch_size"])
+    _url = _required_for("url", "http")
 
 
-@dataclass(frozen=True)
+@_frozen
 class HnswSettings:
-    shards: int = 2
-    m: int = 16
+    shards: int = Field(2, ge=1, le=256)
+    m: int = Field(16, ge=2, le=128)
     ef_construction: int = 200
-    ef_search: int = 128
-    checkpoint_every: int = 50_000  # vectors added between HNSW checkpoints (the log makes each batch durable)
+    ef_search: int = Field(128, ge=1)
+    # Vectors added between HNSW checkpoints (the log makes each batch durable).
+    checkpoint_every: int = Field(50_000, ge=1)
 
-    def validate(self) -> None:
-        _check(1 <= self.shards <= 256, "shards", "must be in 1..256")
-        _check(2 <= self.m <= 128, "m", "must be in 2..128")
-        _check(self.ef_construction >= self.m, "ef_construction", "must be >= m")
-        _check(self.ef_search >= 1, "ef_search", "must be >= 1")
-        _check(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
+    _ef_construction = _rule("ef_construction", "must be >= m", lambda v, d: v >= d["m"])
 
 
-@dataclass(frozen=True)
+@_frozen
 class StoreSettings:
     """Which backend serves each store kind, as a URL. Empty = the embedded default under ``home``."""
 
@@ -95,272 +177,233 @@ class StoreSettings:
     # A Redis URL: vector writes are buffered there and flushed to the vector store in large batches
     # (``?key=fanrag:vbuf&flush_batch=4096&flush_age=2``; see fanrag.stores.buffer). Empty = no buffer.
     vector_buffer: str = ""
-    entity_extractor: str = "rules"  # rules | spacy | none
-
-    def validate(self) -> None:
-        _check(self.entity_extractor in ("rules", "spacy", "none"), "entity_extractor",
-               "must be one of rules, spacy, none")
+    entity_extractor: Literal["rules", "spacy", "none"] = "rules"
 
 
-@dataclass(frozen=True)
+@_frozen
 class PipelineSettings:
-    workers: int = 0  # load/chunk processes; 0 = number of cores
+    workers: int = Field(0, ge=0)  # load/chunk processes; 0 = number of cores
     executor: str = "local"  # local | ray | ray:ADDRESS | ray://HOST:PORT
-    embed_actors: int = 0  # ray: embedder actors; 0 = one per 2 CPUs of the cluster
-    pdf_page_threshold: int = 64  # PDFs with more pages fan out by page range
-    pages_per_range: int = 32
-    jsonl_docs_per_job: int = 256  # a JSONL collection fans out in slices of this many lines
-    queue_depth: int = 8  # bounded queues between stages (in units of jobs / batches)
-    write_batch: int = 512  # chunks per multi-store write
-    max_file_mb: int = 512
-
-    def validate(self) -> None:
-        _check(self.workers >= 0, "workers", "must be >= 0")
-        _check(self.embed_actors >= 0, "embed_actors", "must be >= 0")
-        _check(self.pdf_page_threshold >= 1, "pdf_page_threshold", "must be >= 1")
-        _check(self.pages_per_range >= 1, "pages_per_range", "must be >= 1")
-        _check(self.jsonl_docs_per_job >= 1, "jsonl_docs_per_job", "must be >= 1")
-        _check(self.queue_depth >= 1, "queue_depth", "must be >= 1")
-        _check(self.write_batch >= 1, "write_batch", "must be >= 1")
-        _check(self.max_file_mb >= 1, "max_file_mb", "must be >= 1")
+    embed_actors: int = Field(0, ge=0)  # ray: embedder actors; 0 = one per 2 CPUs of the cluster
+    pdf_page_threshold: int = Field(64, ge=1)  # PDFs with more pages fan out by page range
+    pages_per_range: int = Field(32, ge=1)
+    jsonl_docs_per_job: int = Field(256, ge=1)  # a JSONL collection fans out in slices of this many lines
+    queue_depth: int = Field(8, ge=1)  # bounded queues between stages (in units of jobs / batches)
+    write_batch: int = Field(512, ge=1)  # chunks per multi-store write
+    max_file_mb: int = Field(512, ge=1)
 
 
 # Branch weights that differ from 1.0 by default. The graph branch at full weight cost 0.04 nDCG@10 on
 # SciFact (0.703 -> 0.664, hybrid vs all branches) and 0.25 keeps it within noise of dense + bm25 while it
 # still contributes entity matches on corpora with named things; `fanrag tune` finds a corpus's own.
-DEFAULT_WEIGHTS: dict[str, float] = {"graph": 0.25}
+DEFAULT_WEIGHTS: dict[str, float] = {BranchName.GRAPH.value: 0.25}
 
 
-@dataclass(frozen=True)
+@_frozen
 class RetrievalSettings:
-    rrf_k: int = 60
-    weights: dict[str, float] = field(default_factory=dict)  # branch -> weight; merged over DEFAULT_WEIGHTS
-    branches: tuple[str, ...] = ("dense", "bm25", "subqueries", "graph")
-    branch_k: int = 100  # candidates each branch returns
-    candidates: int = 20  # fused candidates passed to rerank
-    top_n: int = 5  # chunks in the final context
-    branch_timeout_s: float = 2.0
-    transform: str = "rules"  # rules | llm | none
-    prf_terms: int = 8
-    prf_docs: int = 5
-    transform_timeout_s: float = 1.5  # transform = llm: falls back to rules after this long
+    rrf_k: int = Field(60, ge=0)
+    # Ranked-list kind -> weight, merged over DEFAULT_WEIGHTS. Keys are the branches plus "prf" (the bm25
+    # branch's expanded query), so they stay strings.
+    weights: Weights = Field(default_factory=dict)
+    branches: Branches = tuple(BranchName)
+    branch_k: int = Field(100, ge=1)  # candidates each branch returns
+    candidates: int = Field(20, ge=1)  # fused candidates passed to rerank
+    top_n: int = Field(5, ge=1)  # chunks in the final context
+    branch_timeout_s: float = Field(2.0, gt=0)
+    transform: Literal["rules", "llm", "none"] = "rules"
+    prf_terms: int = Field(8, ge=0)  # 0 (or prf_docs 0) = no pseudo-relevance feedback
+    prf_docs: int = Field(5, ge=0)
+    transform_timeout_s: float = Field(1.5, gt=0)  # transform = llm: falls back to rules after this long
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "weights", {**DEFAULT_WEIGHTS, **self.weights})
+    _top_n = _rule("top_n", "must be in 1..candidates", lambda v, d: v <= d["candidates"])
 
-    def validate(self) -> None:
-        _check(self.rrf_k >= 0, "rrf_k", "must be >= 0")
-        for name, w in self.weights.items():
-            _check(isinstance(w, int | float) and w >= 0, f"weights.{name}", "must be a number >= 0")
-        known = {"dense", "bm25", "subqueries", "graph"}
-        for b in self.branches:
-            _check(b in known, "branches", f"unknown branch {b!r}; known: {sorted(known)}")
-        _check(self.branch_k >= 1, "branch_k", "must be >= 1")
-        _check(self.candidates >= 1, "candidates", "must be >= 1")
-        _check(1 <= self.top_n <= self.candidates, "top_n", "must be in 1..candidates")
-        _check(self.branch_timeout_s > 0, "branch_timeout_s", "must be > 0")
-        _check(self.transform in ("rules", "llm", "none"), "transform", "must be one of rules, llm, none")
-        _check(self.transform_timeout_s > 0, "transform_timeout_s", "must be > 0")
+    @field_validator("weights")
+    @classmethod
+    def _default_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        return {**DEFAULT_WEIGHTS, **weights}
 
 
-@dataclass(frozen=True)
+@_frozen
 class RerankSettings:
-    backend: str = "none"  # none | cross-encoder | cohere | tei
+    backend: Literal["none", "cross-encoder", "cohere", "tei"] = "none"
     model: str = ""  # cross-encoder: local directory or model id; http: model name
     url: str = ""
     api_key_env: str = "COHERE_API_KEY"
-    batch_size: int = 32
-    cache_size: int = 10_000
-    timeout_s: float = 10.0
+    batch_size: int = Field(32, ge=1)
+    cache_size: int = Field(10_000, ge=0)
+    timeout_s: float = Field(10.0, gt=0)
 
-    def validate(self) -> None:
-        _check(self.backend in ("none", "cross-encoder", "cohere", "tei"), "backend",
-               "must be one of none, cross-encoder, cohere, tei")
-        _check(self.backend != "cross-encoder" or bool(self.model), "model", "is required for cross-encoder")
-        _check(self.backend not in ("cohere", "tei") or bool(self.url), "url", "is required for HTTP rerank")
-        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        _check(self.cache_size >= 0, "cache_size", "must be >= 0")
+    _model = _required_for("model", "cross-encoder")
+    _url = _required_for("url", "cohere", "tei")
 
 
-@dataclass(frozen=True)
+@_frozen
 class LLMSettings:
-    backend: str = "extractive"  # extractive | openai | llama-cpp
+    backend: Literal["extractive", "openai", "llama-cpp"] = "extractive"
     url: str = ""  # openai: base URL, e.g. http://127.0.0.1:11434/v1
     model: str = ""
     gguf: str = ""  # llama-cpp: path to a GGUF file
     api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = 60.0
-    max_tokens: int = 512
-    temperature: float = 0.0
+    timeout_s: float = Field(60.0, gt=0)
+    max_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.0, ge=0)
     system_prompt: str = ""  # empty = the built-in grounded, cited prompt
 
-    def validate(self) -> None:
-        _check(self.backend in ("extractive", "openai", "llama-cpp"), "backend",
-               "must be one of extractive, openai, llama-cpp")
-        _check(self.backend != "openai" or bool(self.url), "url", "is required for backend openai")
-        _check(self.backend != "llama-cpp" or bool(self.gguf), "gguf", "is required for backend llama-cpp")
-        _check(self.timeout_s > 0, "timeout_s", "must be > 0")
-        _check(self.max_tokens >= 1, "max_tokens", "must be >= 1")
+    _url = _required_for("url", "openai")
+    _gguf = _required_for("gguf", "llama-cpp")
 
 
-@dataclass(frozen=True)
+@_frozen
 class ServerSettings:
     host: str = "127.0.0.1"
-    port: int = 8000
-    token: str = ""  # bearer token for write endpoints; empty = writes disabled unless allow_anonymous_writes
+    port: int = Field(8000, ge=0, le=65535)
+    token: str = ""  # bearer token for the write endpoints (ingest, delete); empty = they answer 403
     ingest_root: str = ""  # POST /ingest may read paths under this directory only
-    max_upload_mb: int = 64
-
-    def validate(self) -> None:
-        _check(0 <= self.port <= 65535, "port", "must be in 0..65535")
-        _check(self.max_upload_mb >= 1, "max_upload_mb", "must be >= 1")
+    max_upload_mb: int = Field(64, ge=1)
 
 
-_SECTIONS: dict[str, type] = {
-    "chunk": ChunkSettings,
-    "embed": EmbedSettings,
-    "hnsw": HnswSettings,
-    "stores": StoreSettings,
-    "pipeline": PipelineSettings,
-    "retrieval": RetrievalSettings,
-    "rerank": RerankSettings,
-    "llm": LLMSettings,
-    "server": ServerSettings,
-}
-
-
-@dataclass(frozen=True)
+@_frozen
 class Settings:
     home: Path = Path(DEFAULT_HOME)
-    chunk: ChunkSettings = field(default_factory=ChunkSettings)
-    embed: EmbedSettings = field(default_factory=EmbedSettings)
-    hnsw: HnswSettings = field(default_factory=HnswSettings)
-    stores: StoreSettings = field(default_factory=StoreSettings)
-    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
-    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
-    rerank: RerankSettings = field(default_factory=RerankSettings)
-    llm: LLMSettings = field(default_factory=LLMSettings)
-    server: ServerSettings = field(default_factory=ServerSettings)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "home", Path(self.home))
-        for name in _SECTIONS:
-            section = getattr(self, name)
-            try:
-                section.validate()
-            except ConfigError as exc:
-                raise ConfigError(f"{name}.{exc.field}", exc.reason) from None
+    chunk: ChunkSettings = Field(default_factory=ChunkSettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    hnsw: HnswSettings = Field(default_factory=HnswSettings)
+    stores: StoreSettings = Field(default_factory=StoreSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     @property
     def cores(self) -> int:
-        return os.cpu_count() or 1
+        """CPUs this process may run on (see ``available_cpus``)."""
+        return available_cpus()
 
-    def replace(self, **sections: dict[str, Any] | Any) -> Settings:
-        """A copy with some fields changed: ``s.replace(chunk={"size": 128}, home="x")``."""
-        updates: dict[str, Any] = {}
-        for name, value in sections.items():
-            if name in _SECTIONS and isinstance(value, dict):
-                updates[name] = _build(_SECTIONS[name], value, name, base=getattr(self, name))
-            else:
-                updates[name] = value
-        return dataclasses.replace(self, **updates)
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed: ``s.replace(chunk={"size": 128}, home="x")``; a table updates
+        the fields it names and keeps the section's others."""
+        merged = {name: {**_fields(getattr(self, name)), **value} if name in _SECTIONS and isinstance(value, Mapping)
+                  else value for name, value in changes.items()}
+        return dataclasses.replace(self, **merged)
 
     @classmethod
-    def load(cls, home: str | Path | None = None, overrides: dict[str, Any] | None = None,
-             env: dict[str, str] | None = None) -> Settings:
-        """Defaults < config file < environment < overrides."""
-        env = dict(os.environ if env is None else env)
+    def load(cls, home: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+             env: Mapping[str, str] | None = None) -> Settings:
+        """Defaults < config file < environment (``os.environ`` unless ``env`` is given) < overrides."""
+        env = os.environ if env is None else env
         home = Path(home or env.get("FANRAG_HOME") or DEFAULT_HOME)
-        merged: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
-        cfg = home / CONFIG_FILE
-        if cfg.is_file():
-            try:
-                data = tomllib.loads(cfg.read_text("utf-8"))
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(str(cfg), f"not valid TOML: {exc}") from None
-            _merge(merged, data, str(cfg))
-        _merge(merged, _from_env(env), "environment")
-        _merge(merged, overrides or {}, "overrides")
-        sections = {name: _build(cls_, merged[name], name) for name, cls_ in _SECTIONS.items()}
-        return cls(home=home, **sections)
+        merged: dict[str, Any] = {}
+        for layer in (_read_toml(home / CONFIG_FILE), _EnvSource(env)(), overrides or {}):
+            _merge(merged, layer)
+        for name in merged:
+            if name not in _SECTIONS:
+                raise ConfigError(name, f"unknown section; known: {', '.join(_SECTIONS)}")
+        return cls(home=home, **merged)
 
 
-def _merge(into: dict[str, dict[str, Any]], data: dict[str, Any], origin: str) -> None:
-    for section, values in data.items():
-        if section not in into:
-            raise ConfigError(section, f"unknown section (from {origin}); known: {sorted(into)}")
-        if not isinstance(values, dict):
-            raise ConfigError(section, f"must be a table of settings (from {origin})")
-        into[section].update(values)
+_SECTIONS: dict[str, type] = {n: t for n, t in typing.get_type_hints(Settings).items() if n != "home"}
+_SECTION_NAMES: dict[type, str] = {t: n for n, t in _SECTIONS.items()}
+
+# pydantic-settings' sources take a BaseSettings class for the prefix, the delimiter and the field types.
+# NoDecode: a whole-section variable (FANRAG_CHUNK) is not JSON to decode; it is refused as a value.
+_Sources: type[BaseSettings] = create_model(  # type: ignore[call-overload]
+    "_Sources",
+    __base__=BaseSettings,
+    **{name: (Annotated[section, NoDecode], None) for name, section in _SECTIONS.items()},
+)
+_Sources.model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER)
+
+# The URL-style variables the docs show (FANRAG_VECTORS=pgvector://...) name store settings.
+_ENV_ALIASES = {f"{ENV_PREFIX}{f.name.upper()}": f"{ENV_PREFIX}STORES{ENV_DELIMITER}{f.name.upper()}"
+                for f in dataclasses.fields(StoreSettings) if f.name != "entity_extractor"}
 
 
-# Aliases for the URL-style variables the docs show (FANRAG_VECTORS=pgvector://...).
-_ENV_ALIASES = {f"FANRAG_{k.upper()}": ("stores", k)
-                for k in ("meta", "vectors", "keywords", "blobs", "graph", "vector_buffer")}
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping, with the aliases above; a variable
+    ``FANRAG_<SECTION>__...`` for a section that does not exist is an error, not ignored."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = {**{_ENV_ALIASES[k]: v for k, v in env.items() if k in _ENV_ALIASES}, **env}
+        super().__init__(_Sources)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        for key in self._env:
+            section, nested, _ = key.removeprefix(ENV_PREFIX).lower().partition(ENV_DELIMITER)
+            if key.startswith(ENV_PREFIX) and nested and section not in _SECTIONS:
+                raise ConfigError(section, f"unknown section (from {key}); known: {', '.join(_SECTIONS)}")
+        return {key.lower(): value for key, value in self._env.items()}  # case-insensitive, as by default
 
 
-def _from_env(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in env.items():
-        if key in _ENV_ALIASES:
-            section, name = _ENV_ALIASES[key]
-        elif key.startswith("FANRAG_") and "__" in key:
-            section, _, name = key[len("FANRAG_"):].lower().partition("__")
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return TomlConfigSettingsSource(_Sources, toml_file=path)()
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+
+
+def _merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    """Merge ``layer`` over ``into`` table by table, so each layer overrides only the fields it names."""
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
         else:
-            continue
-        out.setdefault(section, {})[name] = value
-    return out
+            into[key] = dict(value) if isinstance(value, Mapping) else value
 
 
-def _build(cls: type, values: dict[str, Any], section: str, base: Any = None) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, raw in values.items():
-        if key not in fields:
-            raise ConfigError(f"{section}.{key}", f"unknown setting; known: {sorted(fields)}")
-        kwargs[key] = _coerce(raw, hints[key], f"{section}.{key}")
-    obj = dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+def _fields(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def _config_error(exc: ValidationError, section: str = "") -> ConfigError:
+    """The first error as ConfigError: ``section.field`` (list indexes dropped) and a one-line reason."""
+    err = exc.errors(include_url=False)[0]
+    path = [section] if section else []
+    path += [str(part) for part in err["loc"] if not isinstance(part, int)]
+    if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        owner = _SECTIONS.get(path[0], Settings) if len(path) > 1 else Settings
+        known = ", ".join(f.name for f in dataclasses.fields(owner))
+        return ConfigError(".".join(path), f"unknown setting; known: {known}")
+    return ConfigError(".".join(path) or "settings", str(err["msg"]).removeprefix("Value error, "))
+
+
+# -- CPUs ----------------------------------------------------------------------------------------------
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+
+
+def available_cpus(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
+    """CPUs this process may run on: its affinity mask, capped by the cgroup v2 CPU quota (``cpu.max``)
+    of its cgroup and every parent. ``os.cpu_count()`` counts the machine's CPUs, which a container or
+    ``taskset`` may not let us use: as many workers as that would fight over the few we have."""
     try:
-        obj.validate()
-    except ConfigError as exc:
-        raise ConfigError(f"{section}.{exc.field}", exc.reason) from None
-    return obj
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity masks (macOS, Windows)
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root, proc_cgroup)
+    return max(1, min(cpus, quota) if quota else cpus)
 
 
-def _coerce(raw: Any, hint: Any, name: str) -> Any:
-    """Turn env strings and TOML values into the annotated type, or name the field that is wrong."""
-    origin = typing.get_origin(hint)
+def _cgroup_quota(root: Path, proc_cgroup: Path) -> int | None:
+    """The smallest ``cpu.max`` quota from our cgroup up to the root, in CPUs rounded up; None = none."""
     try:
-        if hint is bool:
-            if isinstance(raw, bool):
-                return raw
-            low = str(raw).strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if hint is int:
-            if isinstance(raw, bool):
-                raise ValueError(raw)
-            return int(raw)
-        if hint is float:
-            return float(raw)
-        if hint is str:
-            if not isinstance(raw, str | int | float):
-                raise ValueError(raw)
-            return str(raw)
-        if origin is tuple:
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(str(x).strip() for x in items if str(x).strip())
-        if origin is dict:
-            if isinstance(raw, str):  # "dense=1,bm25=0.5"
-                pairs = [p.split("=", 1) for p in raw.split(",") if p.strip()]
-                raw = {k.strip(): v for k, v in pairs}
-            return {str(k): float(v) for k, v in dict(raw).items()}
-        if isinstance(hint, types.UnionType):
-            return raw
-    except (TypeError, ValueError):
-        raise ConfigError(name, f"cannot read {raw!r} as {getattr(hint, '__name__', hint)}") from None
-    return raw
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    own = next((line[3:] for line in lines if line.startswith("0::")), None)  # the v2 entry: "0::/path"
+    if own is None:
+        return None
+    folder = root / own.lstrip("/")
+    limits = (_cpu_max(d) for d in (folder, *folder.parents) if d.is_relative_to(root))
+    quotas = [q for q in limits if q is not None]
+    return min(quotas, default=None)
+
+
+def _cpu_max(folder: Path) -> int | None:
+    """``cpu.max`` is "QUOTA PERIOD" (µs) or "max PERIOD"; 150000 100000 = 1.5 CPUs -> 2."""
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None

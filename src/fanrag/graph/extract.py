@@ -12,7 +12,8 @@ acronym names that a web-trained NER model misses.
 Names are normalised (NFKC, lowercase, surrounding punctuation stripped, whitespace collapsed) so the
 same entity written two ways meets in the graph. ``extract_query`` returns the entities of a query plus
 its word n-grams: user queries are often lowercase, so the graph store's ``known_entities`` decides
-which candidates are real.
+which candidates are real. ``factory.py`` registers the extractors by the names ``stores.entity_extractor``
+takes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 import unicodedata
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import ConfigError, require
+from ..errors import require
 
 Entity = tuple[str, str]  # (normalised name, label)
 
@@ -200,16 +201,3 @@ class SpacyExtractor:
     def extract_query(self, text: str) -> list[str]:
         names = [n for n, _ in self.extract([text])[0]]
         return list(dict.fromkeys(names + query_ngrams(text)))
-
-
-_EXTRACTORS: dict[str, type] = {"rules": RuleExtractor, "spacy": SpacyExtractor}
-
-
-def create_extractor(name: str) -> EntityExtractor | None:
-    """The extractor named by ``stores.entity_extractor``; None for ``none`` (no graph is built)."""
-    if name == "none":
-        return None
-    if name not in _EXTRACTORS:
-        raise ConfigError("stores.entity_extractor", f"unknown extractor {name!r}; known: rules, spacy, none")
-    return _EXTRACTORS[name]()
-

@@ -152,7 +152,7 @@ def _tokenizer(spec: TokenizerSpec) -> Tokenizer:
 def _extractor(name: str) -> EntityExtractor | None:  # cached per process
     if name == "none":
         return None
-    from ..graph.extract import create_extractor
+    from ..graph.factory import create_extractor
 
     return create_extractor(name)
 

@@ -58,10 +58,11 @@ class BucketConfig:
     burst: float = 1 / 60
 
     def __post_init__(self) -> None:
-        if self.rpm < 0 or self.tpm < 0:
-            raise ConfigError("embed.rate_limit_rpm", "rate limits must be >= 0")
-        if self.period_s <= 0 or not 0 < self.burst <= 1:
-            raise ConfigError("embed.rate_limit_rpm", "period_s must be > 0 and burst in (0, 1]")
+        for field, limit in (("embed.rate_limit_rpm", self.rpm), ("embed.rate_limit_tpm", self.tpm)):
+            if limit < 0:
+                raise ConfigError(field, "must be >= 0 (0 = off)")
+        if self.period_s <= 0 or not 0 < self.burst <= 1:  # arguments, not settings: a caller's bug
+            raise ValueError(f"period_s must be > 0 and burst in (0, 1]; got {self.period_s}, {self.burst}")
 
     @property
     def requests(self) -> Limit:
