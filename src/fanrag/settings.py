@@ -26,6 +26,7 @@ import os
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
+from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -33,6 +34,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
     ValidationError,
     ValidationInfo,
     create_model,
@@ -62,7 +67,7 @@ T = TypeVar("T")
 _CONFIG = ConfigDict(extra="forbid", validate_default=True, coerce_numbers_to_str=True)
 
 
-@typing.dataclass_transform(frozen_default=True, field_specifiers=(Field,))
+@typing.dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def _frozen(cls: type[T]) -> type[T]:
     """A frozen, slotted pydantic dataclass whose constructor raises ConfigError naming the field."""
     built = dataclass(frozen=True, slots=True, config=_CONFIG)(cls)
@@ -76,7 +81,7 @@ def _frozen(cls: type[T]) -> type[T]:
             raise _config_error(exc, _SECTION_NAMES.get(type(self), "")) from None
 
     built.__init__ = __init__  # type: ignore[method-assign]
-    return built
+    return typing.cast(type[T], built)
 
 
 def _rule(field: str, reason: str, ok: Callable[[Any, dict[str, Any]], bool]) -> Any:
@@ -124,9 +129,9 @@ Weights = Annotated[dict[str, Annotated[float, Field(ge=0)]], NoDecode, BeforeVa
 
 @_frozen
 class ChunkSettings:
-    size: int = Field(256, ge=16)  # tokens, in the embedder's own tokenizer
-    overlap: int = Field(32, ge=0)
-    min_size: int = Field(16, ge=0)  # a trailing piece smaller than this is merged into the previous chunk
+    size: Annotated[int, Field(ge=16)] = 256  # tokens, in the embedder's own tokenizer
+    overlap: NonNegativeInt = 32
+    min_size: NonNegativeInt = 16  # a trailing piece smaller than this is merged into the previous chunk
 
     _overlap = _rule("overlap", "must be < size/2", lambda v, d: v < d["size"] // 2)
     _min_size = _rule("min_size", "must be < size", lambda v, d: v < d["size"])
@@ -137,16 +142,17 @@ class EmbedSettings:
     backend: Literal["onnx", "sentence-transformers", "http"] = "onnx"
     model: str = "all-MiniLM-L6-v2"  # onnx/st: a model directory or packaged name; http: the model name
     quantize: bool = True  # onnx: int8 MatMul weights, per channel
-    threads: int = Field(0, ge=0)  # 0 = number of cores
-    batch_size: int = Field(0, ge=0, le=4096)  # inputs per forward pass (or HTTP request); 0 = backend's
+    threads: NonNegativeInt = 0  # 0 = number of cores
+    # Inputs per forward pass (or HTTP request); 0 = the backend's own default.
+    batch_size: Annotated[int, Field(ge=0, le=4096)] = 0
     gather: int = 512  # chunks gathered across documents and sorted by length before batching
-    max_length: int = Field(256, ge=8, le=8192)  # tokens per input, including special tokens
+    max_length: Annotated[int, Field(ge=8, le=8192)] = 256  # tokens per input, including special tokens
     url: str = ""  # http: base URL of an OpenAI-compatible server
     api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = Field(30.0, gt=0)
-    max_retries: int = Field(5, ge=0)
-    rate_limit_rpm: int = Field(0, ge=0)  # http: requests per minute, 0 = off
-    rate_limit_tpm: int = Field(0, ge=0)  # http: (estimated) input tokens per minute, 0 = off
+    timeout_s: PositiveFloat = 30.0
+    max_retries: NonNegativeInt = 5
+    rate_limit_rpm: NonNegativeInt = 0  # http: requests per minute, 0 = off
+    rate_limit_tpm: NonNegativeInt = 0  # http: (estimated) input tokens per minute, 0 = off
     rate_limit_redis: str = ""  # redis://... shares the limit between processes; empty = per process
 
     _gather = _rule("gather", "must be >= batch_size", lambda v, d: v >= d["batch_size"])
@@ -155,12 +161,12 @@ class EmbedSettings:
 
 @_frozen
 class HnswSettings:
-    shards: int = Field(2, ge=1, le=256)
-    m: int = Field(16, ge=2, le=128)
+    shards: Annotated[int, Field(ge=1, le=256)] = 2
+    m: Annotated[int, Field(ge=2, le=128)] = 16
     ef_construction: int = 200
-    ef_search: int = Field(128, ge=1)
+    ef_search: PositiveInt = 128
     # Vectors added between HNSW checkpoints (the log makes each batch durable).
-    checkpoint_every: int = Field(50_000, ge=1)
+    checkpoint_every: PositiveInt = 50_000
 
     _ef_construction = _rule("ef_construction", "must be >= m", lambda v, d: v >= d["m"])
 
@@ -182,15 +188,15 @@ class StoreSettings:
 
 @_frozen
 class PipelineSettings:
-    workers: int = Field(0, ge=0)  # load/chunk processes; 0 = number of cores
+    workers: NonNegativeInt = 0  # load/chunk processes; 0 = number of cores
     executor: str = "local"  # local | ray | ray:ADDRESS | ray://HOST:PORT
-    embed_actors: int = Field(0, ge=0)  # ray: embedder actors; 0 = one per 2 CPUs of the cluster
-    pdf_page_threshold: int = Field(64, ge=1)  # PDFs with more pages fan out by page range
-    pages_per_range: int = Field(32, ge=1)
-    jsonl_docs_per_job: int = Field(256, ge=1)  # a JSONL collection fans out in slices of this many lines
-    queue_depth: int = Field(8, ge=1)  # bounded queues between stages (in units of jobs / batches)
-    write_batch: int = Field(512, ge=1)  # chunks per multi-store write
-    max_file_mb: int = Field(512, ge=1)
+    embed_actors: NonNegativeInt = 0  # ray: embedder actors; 0 = one per 2 CPUs of the cluster
+    pdf_page_threshold: PositiveInt = 64  # PDFs with more pages fan out by page range
+    pages_per_range: PositiveInt = 32
+    jsonl_docs_per_job: PositiveInt = 256  # a JSONL collection fans out in slices of this many lines
+    queue_depth: PositiveInt = 8  # bounded queues between stages (in units of jobs / batches)
+    write_batch: PositiveInt = 512  # chunks per multi-store write
+    max_file_mb: PositiveInt = 512
 
 
 # Branch weights that differ from 1.0 by default. The graph branch at full weight cost 0.04 nDCG@10 on
@@ -201,19 +207,19 @@ DEFAULT_WEIGHTS: dict[str, float] = {BranchName.GRAPH.value: 0.25}
 
 @_frozen
 class RetrievalSettings:
-    rrf_k: int = Field(60, ge=0)
+    rrf_k: NonNegativeInt = 60
     # Ranked-list kind -> weight, merged over DEFAULT_WEIGHTS. Keys are the branches plus "prf" (the bm25
     # branch's expanded query), so they stay strings.
-    weights: Weights = Field(default_factory=dict)
+    weights: Weights = field(default_factory=dict)
     branches: Branches = tuple(BranchName)
-    branch_k: int = Field(100, ge=1)  # candidates each branch returns
-    candidates: int = Field(20, ge=1)  # fused candidates passed to rerank
-    top_n: int = Field(5, ge=1)  # chunks in the final context
-    branch_timeout_s: float = Field(2.0, gt=0)
+    branch_k: PositiveInt = 100  # candidates each branch returns
+    candidates: PositiveInt = 20  # fused candidates passed to rerank
+    top_n: PositiveInt = 5  # chunks in the final context
+    branch_timeout_s: PositiveFloat = 2.0
     transform: Literal["rules", "llm", "none"] = "rules"
-    prf_terms: int = Field(8, ge=0)  # 0 (or prf_docs 0) = no pseudo-relevance feedback
-    prf_docs: int = Field(5, ge=0)
-    transform_timeout_s: float = Field(1.5, gt=0)  # transform = llm: falls back to rules after this long
+    prf_terms: NonNegativeInt = 8  # 0 (or prf_docs 0) = no pseudo-relevance feedback
+    prf_docs: NonNegativeInt = 5
+    transform_timeout_s: PositiveFloat = 1.5  # transform = llm: falls back to rules after this long
 
     _top_n = _rule("top_n", "must be in 1..candidates", lambda v, d: v <= d["candidates"])
 
@@ -229,9 +235,9 @@ class RerankSettings:
     model: str = ""  # cross-encoder: local directory or model id; http: model name
     url: str = ""
     api_key_env: str = "COHERE_API_KEY"
-    batch_size: int = Field(32, ge=1)
-    cache_size: int = Field(10_000, ge=0)
-    timeout_s: float = Field(10.0, gt=0)
+    batch_size: PositiveInt = 32
+    cache_size: NonNegativeInt = 10_000
+    timeout_s: PositiveFloat = 10.0
 
     _model = _required_for("model", "cross-encoder")
     _url = _required_for("url", "cohere", "tei")
@@ -244,9 +250,9 @@ class LLMSettings:
     model: str = ""
     gguf: str = ""  # llama-cpp: path to a GGUF file
     api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = Field(60.0, gt=0)
-    max_tokens: int = Field(512, ge=1)
-    temperature: float = Field(0.0, ge=0)
+    timeout_s: PositiveFloat = 60.0
+    max_tokens: PositiveInt = 512
+    temperature: NonNegativeFloat = 0.0
     system_prompt: str = ""  # empty = the built-in grounded, cited prompt
 
     _url = _required_for("url", "openai")
@@ -256,24 +262,24 @@ class LLMSettings:
 @_frozen
 class ServerSettings:
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
     token: str = ""  # bearer token for the write endpoints (ingest, delete); empty = they answer 403
     ingest_root: str = ""  # POST /ingest may read paths under this directory only
-    max_upload_mb: int = Field(64, ge=1)
+    max_upload_mb: PositiveInt = 64
 
 
 @_frozen
 class Settings:
     home: Path = Path(DEFAULT_HOME)
-    chunk: ChunkSettings = Field(default_factory=ChunkSettings)
-    embed: EmbedSettings = Field(default_factory=EmbedSettings)
-    hnsw: HnswSettings = Field(default_factory=HnswSettings)
-    stores: StoreSettings = Field(default_factory=StoreSettings)
-    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
-    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
-    rerank: RerankSettings = Field(default_factory=RerankSettings)
-    llm: LLMSettings = Field(default_factory=LLMSettings)
-    server: ServerSettings = Field(default_factory=ServerSettings)
+    chunk: ChunkSettings = field(default_factory=ChunkSettings)
+    embed: EmbedSettings = field(default_factory=EmbedSettings)
+    hnsw: HnswSettings = field(default_factory=HnswSettings)
+    stores: StoreSettings = field(default_factory=StoreSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    rerank: RerankSettings = field(default_factory=RerankSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
 
     @property
     def cores(self) -> int:
@@ -283,8 +289,10 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed: ``s.replace(chunk={"size": 128}, home="x")``; a table updates
         the fields it names and keeps the section's others."""
-        merged = {name: {**_fields(getattr(self, name)), **value} if name in _SECTIONS and isinstance(value, Mapping)
-                  else value for name, value in changes.items()}
+        merged: dict[str, Any] = dict(changes)
+        for name, value in changes.items():
+            if isinstance(value, Mapping) and name in _SECTIONS:
+                merged[name] = {**_fields(getattr(self, name)), **value}
         return dataclasses.replace(self, **merged)
 
     @classmethod
