@@ -1,30 +1,50 @@
-"""Store fixtures, parametrised by backend so that server backends join the same contract tests.
+"""Store fixtures, parametrised by backend so that fanrag's server backends run the shipped contract suite
+(``fanrag.testing.stores``) beside the embedded ones.
 
-A server backend adds its name to ``BACKENDS`` and a branch to each factory (skipping when its
-server is not reachable); every test in tests/stores then runs against it too. "postgres" serves the
-metadata store (PostgresMetaStore), vectors (PgVectorStore) and keywords (PgKeywordStore) from a throwaway PostgreSQL server
-(tests/servers/postgres.py), one empty database per test; the other kinds stay embedded under it.
+``backend`` names a set of servers; ``store_settings`` gives the Settings of one test's fresh location
+for the contract class asking (its ``kind``), skipping a backend that does not serve that kind.
+"postgres" serves the metadata store, vectors (pgvector) and keywords from a throwaway PostgreSQL server
+(tests/servers/postgres.py), one empty database per test; "s3" serves blobs (moto), "falkordb" the
+graph; "embedded" serves every kind under ``tmp_path``. A new server backend adds its name to
+``BACKENDS``, its kinds to ``_SERVED`` and its URLs to ``_server_urls``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+# Before fanrag.testing is imported: pytest then rewrites the shipped suite's asserts into detailed messages.
+pytest.register_assert_rewrite("fanrag.testing")
+
+from fanrag.settings import Settings
+from fanrag.testing.stores import StoreOpener, VectorStoreContract
 from tests.servers.falkordb import falkordb_graph_url, falkordb_server  # noqa: F401 - fixtures
 from tests.servers.postgres import pg_database, pg_server  # noqa: F401 - fixtures
 from tests.servers.s3 import s3_bucket_url, s3_server  # noqa: F401 - fixtures
 
 BACKENDS = ["embedded", "postgres", "s3", "falkordb"]
-_SERVED = {"postgres": {"meta", "vectors", "keywords"}, "s3": {"blobs"}, "falkordb": {"graph"}}  # kinds a server backend provides; "embedded" has them all
+_SERVED = {"postgres": {"meta", "vectors", "keywords"}, "s3": {"blobs"}, "falkordb": {"graph"}}
 
 
-def _skip_unless_served(backend: str, kind: str) -> None:
+def _server_urls(backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    if backend == "postgres":
+        dsn = request.getfixturevalue("pg_database")
+        return {"meta": dsn, "keywords": dsn, "vectors": "pgvector" + dsn.removeprefix("postgresql")}
+    if backend == "s3":
+        return {"blobs": request.getfixturevalue("s3_bucket_url")}
+    if backend == "falkordb":
+        return {"graph": request.getfixturevalue("falkordb_graph_url")}
+    return {}
+
+
+def settings_for(backend: str, kind: str, home: Path, request: pytest.FixtureRequest) -> Settings:
+    """Settings whose ``stores.<kind>`` is served by ``backend`` (skips if it serves no such store)."""
     if backend in _SERVED and kind not in _SERVED[backend]:
         pytest.skip(f"the {backend} backend does not serve the {kind} store")
+    return Settings(home=home).replace(stores=_server_urls(backend, request))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -33,98 +53,20 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def open_vectors(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
-    """``open_vectors(dim=16, shards=2, read_only=False, **kw)``: a vector store on one shared location."""
-    _skip_unless_served(backend, "vectors")
-    opened: list[Any] = []
-    dsn = request.getfixturevalue("pg_database") if backend == "postgres" else ""
-
-    def factory(dim: int | None = 16, shards: int = 2, read_only: bool = False, **kw: Any) -> Any:
-        kw.setdefault("ef_construction", 100)
-        kw.setdefault("ef_search", 64)
-        if dsn:
-            from fanrag.stores.vectors_pgvector import PgVectorStore
-
-            store: Any = PgVectorStore(dsn, dim, shards=shards, read_only=read_only,
-                                       **{k: kw[k] for k in ("m", "ef_construction", "ef_search") if k in kw})
-            opened.append(store)
-            return store
-        from fanrag.stores.vectors_hnsw import ShardedHnswStore
-
-        store = ShardedHnswStore(tmp_path / "vectors", dim, shards=shards, read_only=read_only, **kw)
-        opened.append(store)
-        return store
-
-    yield factory
-    for store in opened:
-        if not getattr(store, "_closed", False):
-            store.close()
+def store_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """For a contract class of ``fanrag.testing.stores``: its kind on ``backend``."""
+    return settings_for(backend, request.cls.kind, tmp_path, request)
 
 
 @pytest.fixture
-def open_keywords(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
-    _skip_unless_served(backend, "keywords")
-    opened: list[Any] = []
-    dsn = request.getfixturevalue("pg_database") if backend == "postgres" else ""
-
-    def factory(read_only: bool = False) -> Any:
-        if dsn:
-            from fanrag.stores.keywords_postgres import PgKeywordStore
-
-            pg = PgKeywordStore(dsn, read_only=read_only)
-            opened.append(pg)
-            return pg
-        from fanrag.stores.keywords_tantivy import TantivyKeywordStore
-
-        store = TantivyKeywordStore(tmp_path / "bm25", read_only=read_only)
-        opened.append(store)
-        return store
-
-    yield factory
-    for store in opened:
-        store.close()
+def open_vectors(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StoreOpener]:
+    """A vector store opener (as the contract suite's) for tests outside a contract class."""
+    settings = settings_for(backend, "vectors", tmp_path, request)
+    with StoreOpener(settings, "vectors", **VectorStoreContract.defaults) as opener:
+        yield opener
 
 
 @pytest.fixture
-def meta_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
-    _skip_unless_served(backend, "meta")
-    if backend == "postgres":
-        from fanrag.stores.meta_postgres import PostgresMetaStore
-
-        store: Any = PostgresMetaStore(request.getfixturevalue("pg_database"))
-    else:
-        from fanrag.stores.meta_sqlite import SqliteMetaStore
-
-        store = SqliteMetaStore(tmp_path / "meta.sqlite")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def blob_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
-    _skip_unless_served(backend, "blobs")
-    if backend == "s3":
-        from fanrag.stores.blobs_s3 import S3BlobStore
-
-        store: Any = S3BlobStore(request.getfixturevalue("s3_bucket_url"))
-    else:
-        from fanrag.stores.blobs_files import FileBlobStore
-
-        store = FileBlobStore(tmp_path / "blobs")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def graph_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
-    _skip_unless_served(backend, "graph")
-    if backend == "falkordb":
-        from fanrag.stores.graph_falkordb import FalkorGraphStore
-
-        store: Any = FalkorGraphStore(request.getfixturevalue("falkordb_graph_url"))
-    else:
-        from fanrag.stores.graph_sqlite import SqliteGraphStore
-
-        store = SqliteGraphStore(tmp_path / "graph.sqlite")
-    yield store
-    store.close()
+def open_keywords(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StoreOpener]:
+    with StoreOpener(settings_for(backend, "keywords", tmp_path, request), "keywords") as opener:
+        yield opener

@@ -1,4 +1,4 @@
-"""open_stores: layout, the writer lock, readers, dim recording, backend registry."""
+"""open_stores: layout, the writer lock, readers, the embedder check (dim and model), unknown schemes."""
 
 from __future__ import annotations
 
@@ -50,6 +50,19 @@ def test_dim_of_another_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="another model"):
         open_stores(s, "write", dim=8, model="m2")
     open_stores(s, "write", dim=4).close()  # the failed open released the lock
+
+
+@pytest.mark.parametrize("mode", ["read", "write"])
+def test_a_model_of_the_same_dim_is_refused_naming_both(tmp_path: Path, mode: str) -> None:
+    s = settings(tmp_path / "home")
+    open_stores(s, "write", dim=384, model="onnx-int8/all-MiniLM-L6-v2").close()
+    with pytest.raises(StoreError, match="another model") as refused:
+        open_stores(s, mode, dim=384, model="st-fp32/BAAI/bge-small-en-v1.5")
+    assert str(refused.value).endswith("re-ingest into a new home")
+    assert "index built with onnx-int8/all-MiniLM-L6-v2 (384-d); the configured embedder is " \
+        "st-fp32/BAAI/bge-small-en-v1.5 (384-d)" in str(refused.value)
+    open_stores(s, "write", dim=384, model="onnx-int8/all-MiniLM-L6-v2").close()  # the lock was released
+    open_stores(s, "read", dim=None).close()  # a reader that does not know the embedder is not checked
 
 
 def test_reading_a_missing_home_and_unknown_schemes(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ import pytest
 
 from fanrag.errors import ConfigError
 from fanrag.stores.keywords_postgres import PgKeywordStore, parse_url
+from fanrag.testing.stores import CORPUS, text_chunk
 from fanrag.types import Chunk
-from tests.stores.test_keyword_store import CORPUS, chunk
 
 
 def _recount_matches(store: PgKeywordStore) -> None:
@@ -24,12 +24,12 @@ def test_statistics_follow_adds_replacements_and_deletes(pg_database: str) -> No
     try:
         store.add(CORPUS, titles={"d2": "Breast cancer genetics"})
         _recount_matches(store)
-        store.add([chunk("d1", 0, "The athlete swims every evening in the lake."), CORPUS[1]])  # re-add one, add one
+        store.add([text_chunk("d1", 0, "The athlete swims every evening in the lake."), CORPUS[1]])  # re-add one, add one
         _recount_matches(store)
         assert store.delete_documents(["d3"]) == 1
         _recount_matches(store)
         assert store.count() == 4  # the new d1 text is a new chunk id beside the old one
-        swim = chunk("d1", 0, "The athlete swims every evening in the lake.")
+        swim = text_chunk("d1", 0, "The athlete swims every evening in the lake.")
         assert store.search("swimming lakes", 1)[0].chunk_id == swim.chunk_id
     finally:
         store.close()

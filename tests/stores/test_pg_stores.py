@@ -109,16 +109,9 @@ def test_vectors_live_in_their_shard_table_with_an_hnsw_index(pg_database: str) 
     store.close()
 
 
-def test_a_reader_without_an_index_is_refused(pg_database: str) -> None:
-    from fanrag.stores.vectors_pgvector import PgVectorStore
-
-    with pytest.raises(StoreError, match="no vector index"):
-        PgVectorStore(pg_database, None, read_only=True)
-
-
 def test_open_stores_serves_meta_and_vectors_from_one_database(pg_database: str, tmp_path: Path) -> None:
-    from fanrag.stores.vectors_pgvector import PgVectorStore
     from fanrag.stores.meta_postgres import PostgresMetaStore
+    from fanrag.stores.vectors_pgvector import PgVectorStore
 
     settings = Settings(home=tmp_path / "home").replace(stores={"meta": pg_database,
                                                                 "vectors": pgvector_url(pg_database)})

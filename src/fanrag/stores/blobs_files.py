@@ -12,8 +12,12 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 from ..errors import StoreError
+
+if TYPE_CHECKING:
+    from .factory import OpenContext
 
 _CHUNK = 1 << 20  # put_file streams in 1 MiB pieces: a 500 MB PDF never sits in memory whole
 _KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -30,6 +34,11 @@ def _fsync_dir(path: Path) -> None:
 
 class FileBlobStore:
     """BlobStore on a directory (``home/blobs``)."""
+
+    @classmethod
+    def from_url(cls, url: str, ctx: OpenContext) -> Self:
+        """The embedded default: ``home/blobs/``, opened by ``open_stores``."""
+        return cls(ctx.settings.home / "blobs", read_only=ctx.read_only)
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.root = Path(path)

@@ -15,10 +15,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError, StoreError, require
+
+if TYPE_CHECKING:
+    from .factory import OpenContext
 
 ENDPOINT_ENV = "FANRAG_S3_ENDPOINT"
 MULTIPART_THRESHOLD = 16 << 20  # bytes; larger files go up in parts
@@ -51,6 +54,11 @@ def _code(exc: Exception) -> str:
 
 class S3BlobStore:
     """BlobStore on an S3 bucket. Thread-safe (boto3 clients are)."""
+
+    @classmethod
+    def from_url(cls, url: str, ctx: OpenContext) -> Self:
+        """``stores.blobs = s3://bucket/prefix?endpoint=URL``, opened by ``open_stores``."""
+        return cls(url, read_only=ctx.read_only)
 
     def __init__(self, url: str, *, endpoint_url: str | None = None, read_only: bool = False,
                  multipart_threshold: int = MULTIPART_THRESHOLD, client: Any = None) -> None:

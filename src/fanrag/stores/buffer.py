@@ -43,9 +43,9 @@ import numpy as np
 from ..errors import ConfigError, StoreError, require
 from ..types import Chunk
 from .base import ScoredId, VectorStore
+from .factory import BUFFER_FIELD as FIELD
 
 log = logging.getLogger(__name__)
-FIELD = "stores.vector_buffer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +101,11 @@ class _Ops:
 
 class BufferedVectorStore:
     """A VectorStore whose writes go through a Redis buffer; reads go to the inner store."""
+
+    @classmethod
+    def wrap(cls, inner: VectorStore, url: str, default_key: str) -> BufferedVectorStore:
+        """``inner`` behind the buffer ``stores.vector_buffer = url`` names (what ``open_stores`` calls)."""
+        return cls(inner, BufferConfig.from_url(url, default_key))
 
     def __init__(self, inner: VectorStore, config: BufferConfig, *, background: bool = True) -> None:
         redis = require("redis", feature="the vector write buffer", extra="redis")

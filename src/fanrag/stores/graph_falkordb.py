@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, StoreError, require
@@ -23,6 +23,9 @@ from ..graph.extract import normalise
 from ..types import Chunk
 from .base import ScoredId
 from .graph_sqlite import MAX_NEIGHBOURS, MAX_POSTINGS, NEIGHBOUR_DISCOUNT
+
+if TYPE_CHECKING:
+    from .factory import OpenContext
 
 BATCH = 500  # chunks per write query
 DEFAULT_GRAPH = "fanrag"
@@ -85,6 +88,11 @@ def _idf(n_chunks: int, df: int) -> float:
 
 class FalkorGraphStore:
     """GraphStore on one FalkorDB graph. Thread-safe (redis-py's connection pool)."""
+
+    @classmethod
+    def from_url(cls, url: str, ctx: OpenContext) -> Self:
+        """``stores.graph = falkordb://host:port/graph``, opened by ``open_stores``."""
+        return cls(url, read_only=ctx.read_only)
 
     def __init__(self, url: str, *, read_only: bool = False) -> None:
         falkordb = require("falkordb", feature="the FalkorDB graph store", extra="falkordb")

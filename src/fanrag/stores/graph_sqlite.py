@@ -17,11 +17,15 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 from ..graph.extract import normalise
 from ..types import Chunk
 from ._sqlite import SqliteDb, batched, marks, migrate
 from .base import ScoredId
+
+if TYPE_CHECKING:
+    from .factory import OpenContext
 
 NEIGHBOUR_DISCOUNT = 0.5
 MAX_NEIGHBOURS = 20
@@ -41,6 +45,11 @@ MIGRATIONS: tuple[str, ...] = (
 
 class SqliteGraphStore:
     """GraphStore on one SQLite file (``home/graph.sqlite``)."""
+
+    @classmethod
+    def from_url(cls, url: str, ctx: OpenContext) -> Self:
+        """The embedded default: ``home/graph.sqlite``, opened by ``open_stores``."""
+        return cls(ctx.settings.home / "graph.sqlite", read_only=ctx.read_only)
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self._db = SqliteDb(Path(path), read_only=read_only)

@@ -17,13 +17,16 @@ default. Figures: bench/results/stores.json (the ts_rank ones from a one-off run
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, StoreError
 from ..types import Chunk
 from ._pg import PgDb, migrate, schema_version
 from .base import ScoredId
+
+if TYPE_CHECKING:
+    from .factory import OpenContext
 
 COMPONENT = "keywords"
 K1, B = 0.9, 0.4
@@ -116,6 +119,11 @@ def parse_url(url: str) -> tuple[str, int]:
 
 class PgKeywordStore:
     """KeywordStore on PostgreSQL full-text search."""
+
+    @classmethod
+    def from_url(cls, url: str, ctx: OpenContext) -> Self:
+        """``stores.keywords = postgresql://user@host/db?candidates=N``, opened by ``open_stores``."""
+        return cls(url, read_only=ctx.read_only)
 
     def __init__(self, url: str, *, read_only: bool = False, pool_size: int = 4) -> None:
         dsn, self.candidates = parse_url(url)

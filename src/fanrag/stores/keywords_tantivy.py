@@ -15,12 +15,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 import tantivy
 
 from ..errors import IndexLocked, StoreError
 from ..types import Chunk
 from .base import ScoredId
+
+if TYPE_CHECKING:
+    from .factory import OpenContext
 
 ANALYZER = "fanrag_en"
 _HEAP_BYTES = 64_000_000  # tantivy needs >= 15 MB per indexing thread
@@ -48,6 +52,11 @@ def _schema() -> tantivy.Schema:
 
 class TantivyKeywordStore:
     """KeywordStore on a tantivy index directory (``home/bm25``)."""
+
+    @classmethod
+    def from_url(cls, url: str, ctx: OpenContext) -> Self:
+        """The embedded default: ``home/bm25/``, opened by ``open_stores``."""
+        return cls(ctx.settings.home / "bm25", read_only=ctx.read_only)
 
     def __init__(self, path: str | Path, *, read_only: bool = False, heap_bytes: int = _HEAP_BYTES,
                  threads: int = 1) -> None:

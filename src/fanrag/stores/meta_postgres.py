@@ -15,13 +15,16 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import StoreError
 from ..ids import document_id
 from ..types import Chunk, Document
 from ._pg import PgDb, migrate, schema_version
 from .base import DocumentRecord, SourceRecord
+
+if TYPE_CHECKING:
+    from .factory import OpenContext
 
 COMPONENT = "meta"
 
@@ -107,6 +110,11 @@ def _unique_last(chunks: Sequence[Chunk]) -> list[Chunk]:
 
 class PostgresMetaStore:
     """MetaStore on a PostgreSQL database (``FANRAG_META=postgresql://user@host:port/db``)."""
+
+    @classmethod
+    def from_url(cls, url: str, ctx: OpenContext) -> Self:
+        """``stores.meta = postgresql://user@host/db``, opened by ``open_stores``."""
+        return cls(url, read_only=ctx.read_only)
 
     def __init__(self, dsn: str, *, read_only: bool = False, pool_size: int = 4) -> None:
         self._db = PgDb(dsn, read_only=read_only, max_size=pool_size)

@@ -11,12 +11,15 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ..ids import document_id
 from ..types import Chunk, Document
 from ._sqlite import SqliteDb, batched, marks, migrate, schema_version
 from .base import DocumentRecord, SourceRecord
+
+if TYPE_CHECKING:
+    from .factory import OpenContext
 
 # Append only: migrations[i] moves a database from schema version i to i + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -87,6 +90,11 @@ def _external_id(doc: Document) -> str | None:
 
 class SqliteMetaStore:
     """MetaStore on one SQLite file (``home/meta.sqlite``)."""
+
+    @classmethod
+    def from_url(cls, url: str, ctx: OpenContext) -> Self:
+        """The embedded default: ``home/meta.sqlite``, opened by ``open_stores``."""
+        return cls(ctx.settings.home / "meta.sqlite", read_only=ctx.read_only)
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         # synchronous=NORMAL: a commit survives a killed process but may be lost in a power cut. That is

@@ -2,9 +2,10 @@
 
 Layout under ``path`` (``home/vectors``)::
 
-    meta.json        dim, shards, m, ef_construction: what the index was built with
+    meta.json        dim, shards, m, ef_construction, model: what the index was built with
     log.sqlite       log(seq, op, label, chunk_id, doc_id, delta, vector): every add/delete, one
-                     transaction per call; live(label, chunk_id, doc_id): what is in the index now
+                     transaction per call; live(label, chunk_id, doc_id): what is in the index now;
+                     relabelled(chunk_id, label): the chunks whose label is not vector_label(chunk_id)
     shard-XX.bin     hnswlib graphs, saved by flush() (every ``checkpoint_every`` ops and on close)
     checkpoint.json  the last log seq the saved shards contain
 
@@ -15,17 +16,24 @@ checkpoint.json is harmless. After a checkpoint the log rows it covers are delet
 
 A reader process (``read_only``) sees a writer's new rows by ``refresh()``, which ``search`` calls: one
 cheap query for the newest seq, then a replay of the rows it has not applied yet.
+
+hnswlib keys vectors by integer label: ``vector_label(chunk_id)``, 63 bits of a hash. Two chunk ids can
+share one (likely enough in a billion chunks), and the second would then silently replace the first's
+vector. So a write never takes a label that another chunk holds: the newcomer probes
+``vector_label(f"{chunk_id}#1")``, ``#2``, ... and the label it gets is recorded in ``relabelled``, in
+the same transaction as the log, so that its re-adds and deletes find it. The shard is ``label % N``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import hnswlib
 import numpy as np
@@ -35,6 +43,10 @@ from ..ids import vector_label
 from ..types import Chunk
 from ._sqlite import SqliteDb, batched, marks, migrate
 from .base import ScoredId
+from .identity import BuiltWith, check_embedder, should_record
+
+if TYPE_CHECKING:
+    from .factory import OpenContext
 
 _ADD, _DELETE = 1, 2
 _INITIAL_CAPACITY = 1024
@@ -48,6 +60,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX live_doc ON live(doc_id);
     CREATE TABLE state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)
     """,
+    "CREATE TABLE relabelled (chunk_id TEXT PRIMARY KEY, label INTEGER NOT NULL)",
 )
 
 
@@ -60,6 +73,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _select_in(conn: sqlite3.Connection, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """``sql`` ending in ``IN`` run over ``values`` in parameter-sized parts."""
+    rows: list[tuple[Any, ...]] = []
+    for part in batched(values):
+        rows += conn.execute(f"{sql} ({marks(len(part))})", part).fetchall()
+    return rows
+
+
 def read_index_meta(path: str | Path) -> dict[str, Any] | None:
     """The ``meta.json`` of a vector index directory, or None if nothing was built there yet."""
     meta = Path(path) / "meta.json"
@@ -67,7 +88,15 @@ def read_index_meta(path: str | Path) -> dict[str, Any] | None:
 
 
 class ShardedHnswStore:
-    """VectorStore on N hnswlib shards; label = vector_label(chunk_id), shard = label % N."""
+    """VectorStore on N hnswlib shards; label = vector_label(chunk_id) (unless taken), shard = label % N."""
+
+    @classmethod
+    def from_url(cls, url: str, ctx: OpenContext) -> Self:
+        """The embedded default: ``home/vectors/``, tuned by ``settings.hnsw``, opened by ``open_stores``."""
+        h = ctx.settings.hnsw
+        return cls(ctx.settings.home / "vectors", ctx.dim, shards=h.shards, m=h.m, ef_construction=h.ef_construction,
+                   ef_search=h.ef_search, checkpoint_every=h.checkpoint_every, read_only=ctx.read_only,
+                   model=ctx.model)
 
     def __init__(self, path: str | Path, dim: int | None, shards: int = 2, m: int = 16,
                  ef_construction: int = 200, ef_search: int = 128, checkpoint_every: int = 50_000,
@@ -94,7 +123,7 @@ class ShardedHnswStore:
 
     # opening ---------------------------------------------------------------------------------------------
     def _check_meta(self, dim: int | None, shards: int, m: int, efc: int, model: str) -> dict[str, Any]:
-        """Use what the index was built with; refuse a different dim (another embedding model)."""
+        """Use what the index was built with; refuse another embedder (see ``identity``)."""
         built = read_index_meta(self.path)
         if built is None:
             if self.read_only or dim is None:
@@ -102,12 +131,16 @@ class ShardedHnswStore:
             built = {"dim": int(dim), "shards": shards, "m": m, "ef_construction": efc, "space": "ip",
                      "model": model}
             self.path.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.path / "meta.json", json.dumps(built, indent=1).encode())
-        elif dim is not None and int(dim) != built["dim"]:
-            was = f" by {built['model']!r}" if built.get("model") else ""
-            raise StoreError(f"{self.path}: the index was built{was} with {built['dim']}-dim vectors, but the "
-                             f"embedder gives {dim}: it was built with another model; re-ingest into a new home")
+            self._write_meta(built)
+        built_with = BuiltWith(built["dim"], built.get("model", ""))
+        check_embedder(str(self.path), built_with, dim, model, remedy="re-ingest into a new home")
+        if should_record(built_with, model, self.read_only):
+            built = {**built, "model": model}
+            self._write_meta(built)
         return built
+
+    def _write_meta(self, built: dict[str, Any]) -> None:
+        _atomic_write(self.path / "meta.json", json.dumps(built, indent=1).encode())
 
     def _new_shard(self, capacity: int = _INITIAL_CAPACITY) -> hnswlib.Index:
         index = hnswlib.Index(space="ip", dim=self.dim)
@@ -213,18 +246,15 @@ class ShardedHnswStore:
         order = sorted(last.values())
         chunks = [chunks[i] for i in order]
         vectors = vectors[order]
-        labels = [vector_label(c.chunk_id) for c in chunks]
         with self._lock:
-            self._log_adds(chunks, labels, vectors)
+            labels = self._log_adds(chunks, vectors)
             self._add_to_shards(np.array(labels, dtype=np.uint64), vectors)
             self._after_write(len(chunks))
 
-    def _log_adds(self, chunks: Sequence[Chunk], labels: list[int], vectors: np.ndarray) -> None:
+    def _log_adds(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> list[int]:
+        """Log the adds and update ``live`` in one transaction; returns the chunks' labels."""
         with self._db.tx() as conn:
-            existing: set[int] = set()
-            for part in batched(labels):
-                existing.update(r[0] for r in conn.execute(
-                    f"SELECT label FROM live WHERE label IN ({marks(len(part))})", part))
+            labels, existing = self._assign_labels(conn, [c.chunk_id for c in chunks])
             conn.executemany(
                 "INSERT INTO log (op, label, chunk_id, doc_id, delta, vector) VALUES (?,?,?,?,?,?)",
                 [(_ADD, lab, c.chunk_id, c.doc_id, 0 if lab in existing else 1, v.tobytes())
@@ -235,6 +265,32 @@ class ShardedHnswStore:
         for lab in labels:
             if lab not in existing:
                 self._live[lab % self._n] += 1
+        return labels
+
+    @staticmethod
+    def _assign_labels(conn: sqlite3.Connection, ids: list[str]) -> tuple[list[int], set[int]]:
+        """Each chunk's label, and which of them it already holds (a re-add). A chunk keeps the label it
+        holds; a new one takes the first of vector_label(id), vector_label(f"{id}#1"), ... that no other
+        chunk holds (nor an earlier chunk of this call), recording it in ``relabelled`` if it is not the
+        first. ``ids`` are distinct."""
+        moved = dict(_select_in(conn, "SELECT chunk_id, label FROM relabelled WHERE chunk_id IN", ids))
+        wanted = [moved[cid] if cid in moved else vector_label(cid) for cid in ids]
+        owner: dict[int, str] = dict(_select_in(conn, "SELECT label, chunk_id FROM live WHERE label IN", wanted))
+        labels: list[int] = []
+        existing: set[int] = set()
+        for cid, label in zip(ids, wanted, strict=True):
+            probe = 0
+            while owner.get(label, cid) != cid:  # a collision: another chunk holds this label
+                probe += 1
+                label = vector_label(f"{cid}#{probe}")
+                owner.update(conn.execute("SELECT label, chunk_id FROM live WHERE label = ?", (label,)).fetchall())
+            if probe:
+                conn.execute("INSERT OR REPLACE INTO relabelled (chunk_id, label) VALUES (?, ?)", (cid, label))
+            if label in owner:
+                existing.add(label)
+            owner[label] = cid  # taken by this call
+            labels.append(label)
+        return labels, existing
 
     def delete_documents(self, doc_ids: Iterable[str]) -> int:
         self._writable()
@@ -246,6 +302,8 @@ class ShardedHnswStore:
                     gone += conn.execute(f"SELECT label, chunk_id, doc_id FROM live WHERE doc_id IN "
                                          f"({marks(len(part))})", part).fetchall()
                     conn.execute(f"DELETE FROM live WHERE doc_id IN ({marks(len(part))})", part)
+                for part in batched([cid for _, cid, _ in gone]):
+                    conn.execute(f"DELETE FROM relabelled WHERE chunk_id IN ({marks(len(part))})", part)
                 conn.executemany("INSERT INTO log (op, label, chunk_id, doc_id, delta) VALUES (?,?,?,?,-1)",
                                  [(_DELETE, lab, cid, did) for lab, cid, did in gone])
                 if gone:

@@ -6,10 +6,12 @@ Layout in the database::
     fanrag_vectors_00..   chunk_id PRIMARY KEY, doc_id, embedding vector(dim); HNSW on embedding
                           (vector_cosine_ops) and a b-tree on doc_id
 
-A chunk lives in shard ``vector_label(chunk_id) % shards``, as in ShardedHnswStore. ``add`` deletes the
-chunk ids it writes and COPYs the new rows (binary), one transaction per shard and the shards in
-parallel, so it is an idempotent upsert and durable on return; ``search`` asks every shard for its local top-k on its own pooled connection,
-concurrently, and merges by score (score = 1 - cosine distance).
+A chunk lives in shard ``vector_label(chunk_id) % shards``, as in ShardedHnswStore; the label only picks
+the shard (rows are keyed by chunk id), so two chunk ids with one label are two rows of one shard.
+``add`` deletes the chunk ids it writes and COPYs the new rows (binary), one transaction per shard and
+the shards in parallel, so it is an idempotent upsert and durable on return; ``search`` asks every shard
+for its local top-k on its own pooled connection, concurrently, and merges by score (score = 1 - cosine
+distance). The index row records the embedder; another one is refused (see ``identity``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
@@ -26,7 +28,11 @@ from ..ids import vector_label
 from ..types import Chunk
 from ._pg import PgDb, migrate
 from .base import ScoredId
+from .identity import BuiltWith, check_embedder, should_record
 from .merge import merge_shards
+
+if TYPE_CHECKING:
+    from .factory import OpenContext
 
 COMPONENT = "vectors"
 
@@ -38,6 +44,10 @@ MIGRATIONS: tuple[str, ...] = (
         m INTEGER NOT NULL, ef_construction INTEGER NOT NULL, model TEXT NOT NULL DEFAULT '')
     """,
 )
+
+
+_BUILT = ("dim", "shards", "m", "ef_construction", "model")  # what the index row records
+_BUILT_COLUMNS = ", ".join(_BUILT)
 
 
 def shard_table(i: int) -> str:
@@ -63,6 +73,13 @@ def _vector_text(query: np.ndarray) -> str:
 class PgVectorStore:
     """VectorStore on pgvector (``FANRAG_VECTORS=pgvector://user@host:port/db``)."""
 
+    @classmethod
+    def from_url(cls, url: str, ctx: OpenContext) -> Self:
+        """``stores.vectors = pgvector://user@host/db``, tuned by ``settings.hnsw``, opened by ``open_stores``."""
+        h = ctx.settings.hnsw
+        return cls(url, ctx.dim, shards=h.shards, m=h.m, ef_construction=h.ef_construction, ef_search=h.ef_search,
+                   read_only=ctx.read_only, model=ctx.model)
+
     def __init__(self, dsn: str, dim: int | None, shards: int = 2, m: int = 16, ef_construction: int = 200,
                  ef_search: int = 128, *, read_only: bool = False, model: str = "") -> None:
         self.read_only = read_only
@@ -86,26 +103,37 @@ class PgVectorStore:
 
     # opening ---------------------------------------------------------------------------------------------
     def _open_index(self, dim: int | None, shards: int, m: int, efc: int, model: str) -> dict[str, Any]:
-        """Use what the index was built with; refuse a different dim (another embedding model)."""
+        """Use what the index was built with; refuse another embedder (see ``identity``)."""
         built = self._read_index()
         if built is None:
             if self.read_only or dim is None:
                 raise StoreError(f"{self._db.where}: no vector index here yet (ingest something first)")
             migrate(self._db, COMPONENT, MIGRATIONS)
-            built = self._create_index(int(dim), shards, m, efc, model)
-        elif dim is not None and int(dim) != built["dim"]:
-            was = f" by {built['model']!r}" if built["model"] else ""
-            raise StoreError(f"{self._db.where}: the index was built{was} with {built['dim']}-dim vectors, but "
-                             f"the embedder gives {dim}: it was built with another model; use another database")
+            built = self._create_index(int(dim), shards, m, efc, model)  # or another writer's, created first
         elif not self.read_only:
             migrate(self._db, COMPONENT, MIGRATIONS)
+        self._check(built, dim, model)
+        if should_record(BuiltWith(built["dim"], built["model"]), model, self.read_only):
+            built = self._record_model(model)
+            self._check(built, dim, model)  # another writer may have recorded its model first
         return built
+
+    def _check(self, built: dict[str, Any], dim: int | None, model: str) -> None:
+        check_embedder(self._db.where, BuiltWith(built["dim"], built["model"]), dim, model,
+                       remedy="use another database")
 
     def _read_index(self) -> dict[str, Any] | None:
         if not self._db.query("SELECT to_regclass('fanrag_vector_index') IS NOT NULL")[0][0]:
             return None
-        rows = self._db.query("SELECT dim, shards, m, ef_construction, model FROM fanrag_vector_index")
-        return dict(zip(("dim", "shards", "m", "ef_construction", "model"), rows[0], strict=True)) if rows else None
+        rows = self._db.query(f"SELECT {_BUILT_COLUMNS} FROM fanrag_vector_index")
+        return dict(zip(_BUILT, rows[0], strict=True)) if rows else None
+
+    def _record_model(self, model: str) -> dict[str, Any]:
+        """Record ``model`` in an index that has none recorded (one statement: two writers cannot both)."""
+        row = self._db.run(lambda conn: conn.execute(
+            "UPDATE fanrag_vector_index SET model = CASE WHEN model = '' THEN %s ELSE model END WHERE id = 1 "
+            f"RETURNING {_BUILT_COLUMNS}", (model,)).fetchone(), write=True)
+        return dict(zip(_BUILT, row, strict=True))
 
     def _create_index(self, dim: int, shards: int, m: int, efc: int, model: str) -> dict[str, Any]:
         return self._db.run(lambda conn: self._create_tables(conn, dim, shards, m, efc, model), write=True)
@@ -115,8 +143,9 @@ class PgVectorStore:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('fanrag_vector_index'))")
         conn.execute("INSERT INTO fanrag_vector_index (id, dim, shards, m, ef_construction, model) "
                      "VALUES (1, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING", (dim, shards, m, efc, model))
-        dim, shards, m, efc, model = conn.execute(
-            "SELECT dim, shards, m, ef_construction, model FROM fanrag_vector_index").fetchone()
+        built = dict(zip(_BUILT, conn.execute(f"SELECT {_BUILT_COLUMNS} FROM fanrag_vector_index").fetchone(),
+                         strict=True))
+        dim, shards, m, efc = built["dim"], built["shards"], built["m"], built["ef_construction"]
         for i in range(shards):
             table = shard_table(i)
             conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (chunk_id TEXT PRIMARY KEY, "
@@ -124,7 +153,7 @@ class PgVectorStore:
             conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_doc ON {table} (doc_id)")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_hnsw ON {table} USING hnsw "
                          f"(embedding vector_cosine_ops) WITH (m = {int(m)}, ef_construction = {int(efc)})")
-        return {"dim": dim, "shards": shards, "m": m, "ef_construction": efc, "model": model}
+        return built
 
     # writing ---------------------------------------------------------------------------------------------
     @property
