@@ -13,8 +13,8 @@ table entry).
 
 Sections and ``Settings`` are frozen, slotted pydantic *dataclasses* rather than models: they stay
 ``dataclasses.replace``-able and hashable like any dataclass, and the Celery codec, which only rebuilds
-fanrag's dataclasses, carries them to workers. pydantic-settings' sources read a ``BaseSettings`` class;
-``_Sources`` is made from Settings' own fields, so a section is declared once.
+fanrag's dataclasses, carries them to workers. The file and environment layers are read by
+pydantic-settings in ``_settings_sources.py``, imported by ``load`` only.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import math
 import os
-import tomllib
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import field
@@ -40,17 +39,9 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     ValidationInfo,
-    create_model,
     field_validator,
 )
 from pydantic.dataclasses import dataclass
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    NoDecode,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
 
 from .errors import ConfigError
 from .types import BranchName
@@ -122,9 +113,9 @@ def _name_value_pairs(value: Any) -> Any:
     return {name.strip(): weight.strip() for name, weight in pairs}
 
 
-# NoDecode: pydantic-settings would read these variables as JSON; they are comma-separated instead.
-Branches = Annotated[tuple[BranchName, ...], NoDecode, BeforeValidator(_comma_separated)]
-Weights = Annotated[dict[str, Annotated[float, Field(ge=0)]], NoDecode, BeforeValidator(_name_value_pairs)]
+# Lists and tables in environment variables are comma-separated, not JSON.
+Branches = Annotated[tuple[BranchName, ...], BeforeValidator(_comma_separated)]
+Weights = Annotated[dict[str, Annotated[float, Field(ge=0)]], BeforeValidator(_name_value_pairs)]
 
 
 @_frozen
@@ -299,10 +290,12 @@ class Settings:
     def load(cls, home: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
              env: Mapping[str, str] | None = None) -> Settings:
         """Defaults < config file < environment (``os.environ`` unless ``env`` is given) < overrides."""
+        from ._settings_sources import read_env, read_file  # pydantic-settings, only when settings are read
+
         env = os.environ if env is None else env
         home = Path(home or env.get("FANRAG_HOME") or DEFAULT_HOME)
         merged: dict[str, Any] = {}
-        for layer in (_read_toml(home / CONFIG_FILE), _EnvSource(env)(), overrides or {}):
+        for layer in (read_file(home / CONFIG_FILE), read_env(env), overrides or {}):
             _merge(merged, layer)
         for name in merged:
             if name not in _SECTIONS:
@@ -312,42 +305,6 @@ class Settings:
 
 _SECTIONS: dict[str, type] = {n: t for n, t in typing.get_type_hints(Settings).items() if n != "home"}
 _SECTION_NAMES: dict[type, str] = {t: n for n, t in _SECTIONS.items()}
-
-# pydantic-settings' sources take a BaseSettings class for the prefix, the delimiter and the field types.
-# NoDecode: a whole-section variable (FANRAG_CHUNK) is not JSON to decode; it is refused as a value.
-_Sources: type[BaseSettings] = create_model(  # type: ignore[call-overload]
-    "_Sources",
-    __base__=BaseSettings,
-    **{name: (Annotated[section, NoDecode], None) for name, section in _SECTIONS.items()},
-)
-_Sources.model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER)
-
-# The URL-style variables the docs show (FANRAG_VECTORS=pgvector://...) name store settings.
-_ENV_ALIASES = {f"{ENV_PREFIX}{f.name.upper()}": f"{ENV_PREFIX}STORES{ENV_DELIMITER}{f.name.upper()}"
-                for f in dataclasses.fields(StoreSettings) if f.name != "entity_extractor"}
-
-
-class _EnvSource(EnvSettingsSource):
-    """pydantic-settings' environment source over a given mapping, with the aliases above; a variable
-    ``FANRAG_<SECTION>__...`` for a section that does not exist is an error, not ignored."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = {**{_ENV_ALIASES[k]: v for k, v in env.items() if k in _ENV_ALIASES}, **env}
-        super().__init__(_Sources)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        for key in self._env:
-            section, nested, _ = key.removeprefix(ENV_PREFIX).lower().partition(ENV_DELIMITER)
-            if key.startswith(ENV_PREFIX) and nested and section not in _SECTIONS:
-                raise ConfigError(section, f"unknown section (from {key}); known: {', '.join(_SECTIONS)}")
-        return {key.lower(): value for key, value in self._env.items()}  # case-insensitive, as by default
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return TomlConfigSettingsSource(_Sources, toml_file=path)()
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
 
 
 def _merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
