@@ -107,7 +107,7 @@ class Engine:
     # ------------------------------------------------------------------ management
 
     def delete_documents(self, doc_ids: Sequence[str]) -> int:
-        from .ingest.pipeline import delete_everywhere
+        from .ingest.writer import delete_everywhere
 
         n = delete_everywhere(self.stores, list(doc_ids))
         self.stores.vectors.flush()

@@ -273,7 +273,8 @@ def test_a_task_that_keeps_killing_its_worker_becomes_a_failure_record(tmp_path:
 
     import redis as redis_py
 
-    from fanrag.ingest.celery.tasks import DocWork, RunInfo, _step
+    from fanrag.ingest.celery.messages import DocWork, RunInfo
+    from fanrag.ingest.celery.tasks import _step
     from fanrag.ingest.sources import SourceFile
 
     client = redis_py.Redis.from_url(broker)
@@ -286,6 +287,40 @@ def test_a_task_that_keeps_killing_its_worker_becomes_a_failure_record(tmp_path:
                  lambda _: pytest.fail("a poison file ran again"))
     assert work.plan == f"{src.path}: load/chunk: its worker died 3 times on this file"
     assert client.exists(f"fanrag:celery:deliveries:{task.request.id}") == 0  # recorded: forgotten
+
+
+SUBMITTER = """
+import json, sys, weakref
+from celery import signals
+from fanrag.ingest.celery import ingest_with_celery
+from tests.conftest import make_settings
+
+home, docs, broker = sys.argv[1:4]
+summary = ingest_with_celery([docs], make_settings(home), broker_url=broker, timeout=120)
+
+
+def ours(signal):
+    found = (r() if isinstance(r, weakref.ReferenceType) else r for _, r in signal.receivers)
+    return [f"{f.__module__}.{f.__qualname__}" for f in found if getattr(f, "__module__", "").startswith("fanrag")]
+
+
+print(json.dumps({"ok": summary.ok, "tasks_imported": "fanrag.ingest.celery.tasks" in sys.modules,
+                  "handlers": ours(signals.worker_shutdown) + ours(signals.worker_process_shutdown)}))
+"""
+
+
+def test_the_submitter_registers_no_worker_code(tmp_path: Path, broker: str, workers) -> None:
+    """A process that submits a run (``fanrag celery-ingest``, an application) neither registers the tasks
+    nor connects the worker's shutdown handlers (which close index stores it never opened)."""
+    from ..conftest import ROOT
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Tides\n\nThe moon raises the water twice a day.\n")
+    out = subprocess.run([sys.executable, "-c", SUBMITTER, str(tmp_path / "home"), str(docs), broker],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {"ok": 1, "tasks_imported": False, "handlers": []}
 
 
 def _into(future: Future, fn: Callable, *args, **kw) -> None:

@@ -1,15 +1,27 @@
-"""Executors by name: the registry, its errors, and a missing optional backend (no Ray needed here)."""
+"""Executors by name (the registry, its errors, a missing optional backend: no Ray needed here), and the
+local executor's process pool: embed slots, a worker that crashes, and workers whose owner is killed."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
+from fanrag.engine import Engine
 from fanrag.errors import ConfigError, MissingExtraError
-from fanrag.ingest.executors import create_executor, parse_executor
+from fanrag.ingest.executors import Executor, create_executor, parse_executor
 from fanrag.ingest.executors.local import LocalExecutor
+from fanrag.ingest.pipeline import IngestPipeline
+from fanrag.ingest.sources import JobSource, PathSource
+from fanrag.ingest.summary import IngestSummary
+from fanrag.ingest.work import process_part
 
 from ..conftest import make_settings
 
@@ -62,6 +74,14 @@ def test_cli_executor_option_sets_pipeline_executor(tmp_path: Path) -> None:
         assert "--executor" in runner.invoke(cli, [command, "--help"]).output
 
 
+def run_pipeline(engine: Engine, executor: Executor, source: JobSource) -> IngestSummary:
+    """One pipeline run over ``engine``'s stores with ``executor`` (closed afterwards)."""
+    try:
+        return asyncio.run(IngestPipeline(engine.settings, engine.stores, engine.embedder, executor).arun(source))
+    finally:
+        executor.close()
+
+
 class _TwoSlots(LocalExecutor):
     """The local executor with two embed slots, each call slowed down: records how many overlap."""
 
@@ -72,8 +92,6 @@ class _TwoSlots(LocalExecutor):
         self.active = self.most = self.calls = 0
 
     async def embed(self, texts):  # type: ignore[no-untyped-def]
-        import asyncio
-
         self.active += 1
         self.calls += 1
         self.most = max(self.most, self.active)
@@ -85,12 +103,6 @@ class _TwoSlots(LocalExecutor):
 
 
 def test_the_pipeline_keeps_embed_slots_batches_in_flight_and_in_order(tmp_path: Path, embedder) -> None:
-    import asyncio
-
-    from fanrag.engine import Engine
-    from fanrag.ingest.sources import PathSource
-    from fanrag.ingest.pipeline import IngestPipeline
-
     docs = tmp_path / "docs"
     docs.mkdir()
     for i in range(12):
@@ -99,11 +111,7 @@ def test_the_pipeline_keeps_embed_slots_batches_in_flight_and_in_order(tmp_path:
     settings = make_settings(tmp_path / "home", embed={"batch_size": 1, "gather": 1})
     with Engine.open(settings=settings) as engine:
         executor = _TwoSlots(engine.embedder, 2)
-        try:
-            summary = asyncio.run(IngestPipeline(settings, engine.stores, engine.embedder, executor).arun(
-                PathSource([docs])))
-        finally:
-            executor.close()
+        summary = run_pipeline(engine, executor, PathSource([docs]))
         assert summary.ok == 12 and summary.failed == []
         assert executor.most == 2 and executor.calls >= 12
         # Every chunk got its own text's vector (results were not shuffled between batches).
@@ -112,3 +120,120 @@ def test_the_pipeline_keeps_embed_slots_batches_in_flight_and_in_order(tmp_path:
         for chunk in chunks.values():
             hit = engine.stores.vectors.search(embedder.embed([chunk.text])[0], 1)[0]
             assert hit.chunk_id == chunk.chunk_id and hit.score == pytest.approx(1.0, abs=1e-3)
+
+
+# -------------------------------------------------------------------------------- a crashing worker
+
+
+def slow_part(job, cfg):  # type: ignore[no-untyped-def]
+    """process_part, slowed down: every file is still in flight when another one's worker crashes."""
+    time.sleep(0.6)
+    return process_part(job, cfg)
+
+
+def crash_part(job, cfg):  # type: ignore[no-untyped-def]
+    """A native crash while loading a file (what a segfault in a parser does to its process)."""
+    time.sleep(0.2)
+    os._exit(3)
+
+
+class _CrashOn(LocalExecutor):
+    """The local executor, except that loading ``crash.md`` kills its worker process."""
+
+    async def map_cpu(self, fn, *args):  # type: ignore[no-untyped-def]
+        if fn is process_part:
+            fn = crash_part if Path(args[0].plan.source.path).name == "crash.md" else slow_part
+        return await super().map_cpu(fn, *args)
+
+
+def test_a_crashed_worker_fails_only_its_file_and_the_files_in_flight_with_it_commit(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    names = ["a.md", "b.md", "crash.md", "d.md", "e.md", "f.md"]
+    for name in names:
+        (docs / name).write_text(f"# {name}\n\nThe tide tables of {name} list high water twice a day.\n")
+    settings = make_settings(tmp_path / "home")  # 2 workers: 4 CPU jobs in flight
+    with Engine.open(settings=settings) as engine:
+        executor = _CrashOn(engine.embedder, 2)
+        summary = run_pipeline(engine, executor, PathSource([docs]))
+        assert [(Path(p).name, r) for p, r in summary.failed] == [
+            ("crash.md", "a worker process crashed while processing this file")]
+        assert summary.ok == len(names) - 1
+        assert executor.generation >= 1  # the shared pool broke (and was replaced) under the other files
+        committed = {Path(s.uri).name: s.status for s in engine.stores.meta.sources()}
+    assert committed == {**{n: "committed" for n in names}, "crash.md": "failed"}
+
+
+def test_a_late_handler_of_a_broken_pool_leaves_its_replacement_alone() -> None:
+    """Every job in flight on a broken pool learns of it, some late: only the first replaces the pool."""
+
+    async def scenario(ex: LocalExecutor) -> list[object]:
+        broken = ex._shared_pool()
+        ex._retire(broken)  # the first job to learn of the crash
+        fresh = ex._shared_pool()  # a new job starts on the replacement
+        running = asyncio.ensure_future(ex.map_cpu(pow, 2, 10))
+        ex._retire(broken)  # a job of the broken pool that learns of it only now
+        assert ex._shared_pool() is fresh and ex.generation == 1
+        return [await running, await ex.map_cpu(abs, -3)]
+
+    ex = LocalExecutor(embedder=None, workers=1)  # type: ignore[arg-type]
+    try:
+        assert asyncio.run(scenario(ex)) == [1024, 3]
+    finally:
+        ex.close()
+
+
+# -------------------------------------------------------------------------------- the owner killed
+
+
+@pytest.mark.timeout(300)
+def test_worker_processes_exit_when_fanrag_ingest_is_killed(tmp_path: Path) -> None:
+    """SIGKILL ``fanrag ingest`` while its load/chunk workers run: none of its processes may live on
+    (workers, and the forkserver and resource tracker that wait for them)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(400):  # enough that the run is still going when its workers exist
+        (docs / f"n{i:03d}.md").write_text(f"# Note {i}\n\n" + f"Tide table {i}: the moon lifts the sea. " * 40)
+    cmd = [sys.executable, "-m", "fanrag.cli", "ingest", str(docs), "--home", str(tmp_path / "home"), "--quiet",
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            descendants = _descendants(proc.pid)
+            if len(descendants) >= 4:  # resource tracker, forkserver and workers (the forkserver's children)
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"ingest ended before its workers could be seen: {proc.stderr.read()!r}"
+        assert len(descendants) >= 3, descendants
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _alive(descendants) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _alive(descendants) == [], "processes of the killed ingest live on"
+    finally:
+        for p in _alive(descendants):
+            p.kill()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out

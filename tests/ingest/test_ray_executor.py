@@ -24,9 +24,9 @@ pytest.importorskip("ray", reason="ray is not installed: pip install 'fanrag[ray
 from fanrag.engine import Engine
 from fanrag.ids import vector_label
 from fanrag.ingest.executors import WorkerCrashed, create_executor
-from fanrag.ingest.sources import PathSource
-from fanrag.ingest.pipeline import IngestPipeline
 from fanrag.ingest.executors.ray import RayClientMissing, RayExecutor
+from fanrag.ingest.pipeline import IngestPipeline
+from fanrag.ingest.sources import PathSource
 from fanrag.ingest.work import process_part
 from fanrag.settings import Settings
 
@@ -184,6 +184,7 @@ class _CrashOn:
 
     def __init__(self, inner: RayExecutor, name: str) -> None:
         self.inner, self.crash_name, self.workers = inner, name, inner.workers
+        self.embed_slots = inner.embed_slots
 
     async def map_cpu(self, fn: Any, *args: Any) -> Any:
         if fn is process_part and Path(args[0].plan.source.path).name == self.crash_name:

@@ -4,7 +4,9 @@ offsets are the same as if one process had produced them in sequence."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -46,7 +48,10 @@ class Assembler:
 
 def merge(pieces: list[Piece], vectors: list[np.ndarray]) -> Ready:
     first = pieces[0].doc
-    texts, pages, chunks, offset = [], [], [], 0
+    texts: list[str] = []
+    pages: list[Page] = []
+    chunks: list[Chunk] = []
+    offset = 0
     for piece in pieces:
         doc = piece.doc
         pages.extend(Page(p.number, p.text, p.offset + offset) for p in doc.pages)
@@ -65,3 +70,9 @@ def merge(pieces: list[Piece], vectors: list[np.ndarray]) -> Ready:
     vecs = np.concatenate([v for v in vectors if len(v)]) if any(len(v) for v in vectors) else np.zeros((0, dim),
                                                                                                         np.float32)
     return Ready(pieces[0], doc, chunks, vecs)
+
+
+def split_rows(vectors: np.ndarray, sizes: Iterable[int]) -> list[np.ndarray]:
+    """``vectors`` cut into consecutive blocks of ``sizes`` rows (one block per piece, or per part)."""
+    bounds = np.cumsum([0, *sizes])
+    return [vectors[a:b] for a, b in pairwise(bounds)]

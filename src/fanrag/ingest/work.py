@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 from ..embed.base import Tokenizer, TokenizerSpec, load_tokenizer
 from ..errors import FanragError, LoadError
 from ..types import Chunk, Document
-from .sources import PartJob, SourceFile, SourcePlan
 from .loaders.base import Part
+from .sources import PartJob, SourceFile, SourcePlan
 
 if TYPE_CHECKING:
+    from ..embed.base import Embedder
     from ..graph.extract import EntityExtractor
+    from ..settings import Settings
 
 SPLITTABLE = frozenset({"pdf", "jsonl"})  # formats whose units (pages, lines) fan out
 
@@ -37,6 +39,17 @@ class WorkConfig:
     pages_per_range: int
     jsonl_docs_per_job: int
     max_file_bytes: int
+
+
+def work_config(settings: Settings, embedder: Embedder) -> WorkConfig:
+    """What a load/chunk worker needs from the settings and the embedder (its tokenizer)."""
+    p = settings.pipeline
+    return WorkConfig(
+        tokenizer=embedder.tokenizer_spec(), chunk_size=settings.chunk.size,
+        chunk_overlap=settings.chunk.overlap, chunk_min=settings.chunk.min_size,
+        extractor=settings.stores.entity_extractor,
+        pdf_page_threshold=p.pdf_page_threshold, pages_per_range=p.pages_per_range,
+        jsonl_docs_per_job=p.jsonl_docs_per_job, max_file_bytes=p.max_file_mb << 20)
 
 
 @dataclass(slots=True)

@@ -6,9 +6,11 @@
 
 The embedded stores allow one writer process per index home, so writes go to their own queue, served by
 a single process that keeps the stores open; load/chunk and embedding scale out on the other queue. The
-chain steps reuse the local pipeline's functions (``plan_source``, ``process_part``, the embedder), and
-the writer reuses its assembly, four-store write and commit: the chunks are the same as a local run's.
-Tasks are acknowledged late and requeued if their worker dies; every step is idempotent.
+chain steps run the local pipeline's parts: the same freshness decision and worker functions
+(``plan_source``, ``process_part``), the embedder, and in the writer the same ``IndexWriter`` (assembly,
+four-store write, commit) and ``SourceLedger`` (outcomes, summary): the chunks are the same as a local
+run's. Tasks are acknowledged late and requeued if their worker dies; every step is idempotent. The
+submitter (``run``) imports no task code: only workers register the tasks and their signal handlers.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from ...settings import Settings
 from ..sources import PathSource, SourceFile
 from ..summary import IngestSummary
 from .app import EMBED, FINALISE, LOAD_CHUNK, PLAN, WRITE, CeleryConfig, create_app
+from .messages import RunInfo, finalised_key
 from .records import summary_from_dict
-from .tasks import RunInfo, finalised_key
 
 if TYPE_CHECKING:
     from celery import Celery  # type: ignore[import-untyped]

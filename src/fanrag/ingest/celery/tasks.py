@@ -16,8 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from itertools import pairwise
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -30,54 +29,20 @@ from ...errors import IndexLocked, StoreError
 from ...settings import EmbedSettings, Settings
 from ...stores import MetaStore, StoreSet, open_reader, open_stores
 from ...types import Page
+from ..assemble import split_rows
+from ..freshness import decide
+from ..ledger import SourceLedger, commit, completed
 from ..sources import PartJob, SourceFile, SourcePlan
-from ..pipeline import IngestPipeline, unchanged_by_hash, unchanged_by_stat, work_config
 from ..summary import IngestSummary
-from ..work import PartResult, WorkConfig, plan_source, process_part
+from ..work import PartResult, WorkConfig, plan_source, process_part, work_config
+from ..writer import IndexWriter
 from .app import EMBED, FINALISE, LOAD_CHUNK, PLAN, WRITE
+from .messages import KEY_TTL_S, DocWork, RunInfo, finalised_key
 from .records import merge, summary_from_dict
 
 log = logging.getLogger(__name__)
 
-KEY_TTL_S = 86400  # delivery counters (of crashed tasks) and the finalise counter
 MAX_OPEN_HOMES = 4  # index homes a writer keeps open at once
-
-
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    """One ingestion run as each of its tasks sees it: its id, the submitter's settings, its options."""
-
-    run_id: str
-    settings: Settings
-    prune: bool = False
-
-
-@dataclass(slots=True)
-class DocWork:
-    """What travels along one source's chain: the file's name (never its bytes), then its plan, its
-    chunks and their vectors. ``plan`` is a one-line error once a step failed, None when the source
-    was unchanged by size and mtime."""
-
-    run: RunInfo
-    src: SourceFile
-    plan: SourcePlan | str | None = None
-    unchanged: bool = False
-    known: dict[str, str] = field(default_factory=dict)  # JSONL: doc_id -> committed hash (skip unchanged)
-    results: list[PartResult] = field(default_factory=list)
-    vectors: list[np.ndarray] = field(default_factory=list)  # one array per result, rows in chunk order
-    plan_s: float = 0.0
-    embed_s: float = 0.0
-
-    @property
-    def done(self) -> bool:
-        """Nothing left to compute: failed, or unchanged."""
-        return isinstance(self.plan, str) or self.unchanged
-
-    def fail(self, reason: str) -> DocWork:
-        path = self.src.path
-        self.plan = reason if reason.startswith(path) else f"{path}: {reason}"
-        self.results, self.vectors = [], []
-        return self
 
 
 # ---------------------------------------------------------------------- tasks
@@ -131,19 +96,12 @@ def finalise(self: Task, records: Sequence[dict[str, Any]], run: RunInfo) -> dic
             stores = _writer(run.settings)
         except IndexLocked as exc:
             raise self.retry(exc=exc, countdown=2) from exc
-        pipeline = _pipeline(run.settings, stores)
-        asyncio.run(pipeline.finish_run(prune=run.prune))
-    summary.removed += pipeline.summary.removed
+        summary.removed += asyncio.run(IndexWriter(stores).finish_run(prune=run.prune))
     client = _redis(self)
     if client is not None:
         key = finalised_key(run.run_id)
         client.pipeline().incr(key).expire(key, KEY_TTL_S).execute()
     return summary.to_dict()
-
-
-def finalised_key(run_id: str) -> str:
-    """Counts how often a run's chord callback ran (once, unless its worker died inside it)."""
-    return f"fanrag:celery:{run_id}:finalised"
 
 
 # ---------------------------------------------------------------------- steps
@@ -165,21 +123,17 @@ def _step(task: Task, work: DocWork, stage: str, fn: Callable[[DocWork], None]) 
 
 
 def _plan(work: DocWork) -> None:
-    settings, src = work.run.settings, work.src
-    meta = _meta_reader(settings)
-    rec = meta.get_source(src.uri) if meta is not None else None
-    if unchanged_by_stat(rec, src):
-        work.unchanged = True
-        return
-    t = time.perf_counter()
-    work.plan = plan_source(src, _work_config(settings))
-    work.plan_s = time.perf_counter() - t
-    if isinstance(work.plan, str):
-        return
-    if unchanged_by_hash(rec, work.plan):
-        work.unchanged = True
-    elif work.plan.format == "jsonl" and meta is not None:
-        work.known = meta.document_hashes(src.uri)
+    settings = work.run.settings
+
+    async def plan(src: SourceFile) -> SourcePlan | str:
+        t = time.perf_counter()
+        try:
+            return plan_source(src, _work_config(settings))
+        finally:
+            work.plan_s = time.perf_counter() - t
+
+    fresh = asyncio.run(decide(work.src, _meta_reader(settings), plan))
+    work.plan, work.unchanged, work.known = fresh.plan, fresh.current, fresh.known
 
 
 def _load_chunk(work: DocWork) -> None:
@@ -208,24 +162,31 @@ def _embed(work: DocWork) -> None:
     t = time.perf_counter()
     vectors = embedder.embed(texts) if texts else np.zeros((0, embedder.dim), np.float32)
     work.embed_s = time.perf_counter() - t
-    bounds = np.cumsum([0, *sizes])
-    work.vectors = [vectors[a:b] for a, b in pairwise(bounds)]
-
-
-def _pipeline(settings: Settings, stores: StoreSet) -> IngestPipeline:
-    """The local pipeline's writing half: its CPU and embedding stages ran in the chain."""
-    return IngestPipeline(settings, stores, _embedder(settings.embed), _NoExecutor())
+    work.vectors = split_rows(vectors, sizes)
 
 
 async def _commit(stores: StoreSet, work: DocWork) -> IngestSummary:
-    pipeline = _pipeline(work.run.settings, stores)
-    parts = list(zip(work.results, work.vectors, strict=True))
-    await pipeline.commit_source(work.src, work.plan, parts, _NoAcks(), unchanged=work.unchanged)
-    st = pipeline.summary.stages
-    st.plan += work.plan_s
-    st.load_chunk += sum(r.seconds for r in work.results)
-    st.embed += work.embed_s
-    return pipeline.summary
+    """Record one source whose plan, load/chunk and embedding ran in its chain: the same assembly, writes,
+    commit and outcome as a local run. No outcomes to tell: Celery acknowledges the chain (acks_late)."""
+    writer = IndexWriter(stores)
+    ledger = SourceLedger(writer)
+    state = ledger.accept(work.src)
+    assert state is not None  # a new ledger: nothing is open in it yet
+    st = ledger.summary.stages
+    st.plan, st.load_chunk, st.embed = work.plan_s, sum((r.seconds for r in work.results), 0.0), work.embed_s
+    if work.unchanged or work.plan is None:
+        await ledger.unchanged(state, touch=work.plan is not None)
+    elif isinstance(work.plan, str):
+        await ledger.fail(state, work.plan)
+    else:
+        ledger.planned(state, work.plan)
+        batch = []
+        for result, vectors in zip(work.results, work.vectors, strict=True):
+            pieces = ledger.part_done(result)
+            batch += completed(writer, ledger, zip(pieces, split_rows(vectors, (len(p.chunks) for p in pieces))))
+        await commit(writer, ledger, batch)
+        await ledger.settle()
+    return ledger.summary
 
 
 def _failure(work: DocWork, reason: str) -> IngestSummary:
@@ -328,32 +289,3 @@ def _delivered(task: Task) -> None:
 
 def _max_attempts(task: Task) -> int:
     return int(task.app.conf.get("fanrag_max_attempts", 5))
-
-
-class _NoExecutor:
-    """The writer's pipeline only assembles, writes and commits: its CPU work ran in the chain."""
-
-    name = "celery-writer"
-    workers = 1
-
-    async def map_cpu(self, fn: Any, *args: Any) -> Any:
-        raise RuntimeError("the Celery writer runs no load/chunk work")
-
-    async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        raise RuntimeError("the Celery writer runs no embedding")
-
-    def close(self) -> None:
-        pass
-
-
-class _NoAcks:
-    """Chains are acknowledged by Celery (acks_late), not by the pipeline's source callbacks."""
-
-    def __iter__(self) -> Any:
-        return iter(())
-
-    def committed(self, source: SourceFile) -> None:
-        pass
-
-    def failed(self, source: SourceFile, reason: str) -> None:
-        pass

@@ -1,13 +1,33 @@
-"""The local executor: a process pool for the CPU stages, the embedder in a thread, on this machine."""
+"""The local executor: a process pool for the CPU stages, the embedder in a thread, on this machine.
+
+Two ways a worker process can go wrong, and what happens:
+
+* **A worker crashes** (a native crash in a parser, ``os._exit``): ProcessPoolExecutor then fails every
+  job in flight on that pool, not only the one that crashed it. Each of them runs again, alone, in a
+  one-process pool, one at a time: an innocent job succeeds there, and the job that crashes again is
+  the culprit (WorkerCrashed: its file fails, nothing else). The broken pool is replaced once: each job
+  remembers the pool it ran on and retires only that one, so the handler of a job that learns of a
+  crash late cannot shut down the pool that replaced it.
+* **This process dies** (SIGKILL): the workers must not live on. Their parent is not this process but
+  the forkserver, and the forkserver does not die with it: it exits only when every holder of its
+  "alive" pipe has, and each worker holds one. So neither PR_SET_PDEATHSIG nor polling ``getppid()``
+  in a worker would ever fire (both watch the forkserver). Instead each worker watches its owner: a
+  thread blocks on a pipe whose only writing end is held here, and exits the process at EOF, which the
+  kernel delivers the moment this process is gone, however it died. The forkserver and the resource
+  tracker then exit on their own, as their last clients are gone.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -30,27 +50,53 @@ class LocalExecutor:
 
     def __init__(self, embedder: Embedder, workers: int) -> None:
         self.workers = workers
+        self.generation = 0  # pools replaced after a crash
         self._embedder = embedder
         self._pool: ProcessPoolExecutor | None = None
-
-    def _get_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            # forkserver, not fork: the parent runs ONNX Runtime and writer threads, which fork does not copy safely.
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["fanrag.ingest.work"])
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
-        return self._pool
+        self._alone: ProcessPoolExecutor | None = None  # one process: jobs whose pool broke under them
+        self._alone_lock = asyncio.Lock()
+        self._lifeline: tuple[Connection, Connection] | None = None  # (read, write); workers exit at its EOF
 
     async def map_cpu(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
+        call = partial(fn, *args)
+        pool = self._shared_pool()
         try:
-            return await loop.run_in_executor(self._get_pool(), partial(fn, *args))
-        except BrokenProcessPool as exc:
-            # One crashed worker breaks the whole pool: replace it so the remaining jobs still run.
-            old, self._pool = self._pool, None
-            if old is not None:
-                old.shutdown(wait=False, cancel_futures=True)
-            raise WorkerCrashed("a worker process crashed while processing this file") from exc
+            return await _run(pool, call)
+        except BrokenProcessPool:
+            self._retire(pool)
+        return await self._run_alone(call)
+
+    async def _run_alone(self, call: Callable[[], T]) -> T:
+        """A job whose pool broke: run it again with nothing else in flight, so a crash now is its own."""
+        async with self._alone_lock:
+            pool = self._alone = self._alone or self._new_pool(1)
+            try:
+                return await _run(pool, call)
+            except BrokenProcessPool as exc:
+                self._alone = None
+                pool.shutdown(wait=False)
+                raise WorkerCrashed("a worker process crashed while processing this file") from exc
+
+    def _shared_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = self._new_pool(self.workers)
+        return self._pool
+
+    def _retire(self, pool: ProcessPoolExecutor) -> None:
+        """Replace ``pool`` after it broke, unless an earlier job of the same pool already did."""
+        if self._pool is pool:
+            self._pool = None
+            self.generation += 1
+        pool.shutdown(wait=False)  # (its processes are gone or being terminated; again is harmless)
+
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+        # forkserver, not fork: the parent runs ONNX Runtime and writer threads, which fork does not copy safely.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["fanrag.ingest.work"])
+        if self._lifeline is None:
+            self._lifeline = ctx.Pipe(duplex=False)
+        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_owner,
+                                   initargs=(self._lifeline[0],))
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         return await asyncio.to_thread(self._embedder.embed, list(texts))
@@ -62,6 +108,28 @@ class LocalExecutor:
         return cls(embedder, settings.pipeline.workers or settings.cores)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._alone):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._alone = None
+        if self._lifeline is not None:  # after the pools: their workers have exited already
+            for end in self._lifeline:
+                end.close()
+            self._lifeline = None
+
+
+async def _run(pool: ProcessPoolExecutor, call: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+
+def exit_with_owner(lifeline: Connection) -> None:
+    """Pool initializer, in each worker: exit when the process that owns the pool is gone."""
+    threading.Thread(target=_exit_at_eof, args=(lifeline,), name="fanrag-lifeline", daemon=True).start()
+
+
+def _exit_at_eof(lifeline: Connection) -> None:
+    try:
+        while True:
+            lifeline.recv_bytes()  # nothing is ever sent: this returns only at EOF
+    except (EOFError, OSError):
+        os._exit(0)  # the owner is gone, and with it whoever wanted this worker's results
