@@ -65,6 +65,14 @@ def test_a_model_of_the_same_dim_is_refused_naming_both(tmp_path: Path, mode: st
     open_stores(s, "read", dim=None).close()  # a reader that does not know the embedder is not checked
 
 
+@pytest.mark.parametrize("mode", ["read", "write"])
+def test_the_same_model_in_another_runtime_or_precision_is_accepted(tmp_path: Path, mode: str) -> None:
+    s = settings(tmp_path / "home")
+    open_stores(s, "write", dim=384, model="onnx-int8/all-MiniLM-L6-v2").close()
+    for other in ("onnx-fp32/all-MiniLM-L6-v2", "st-fp32/all-MiniLM-L6-v2"):
+        open_stores(s, mode, dim=384, model=other).close()
+
+
 def test_reading_a_missing_home_and_unknown_schemes(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no index"):
         open_stores(settings(tmp_path / "nothing"), "read")

@@ -119,3 +119,26 @@ def _server_running(pg_server) -> Iterator[None]:
         psycopg.connect(pg_server.dsn(), connect_timeout=2).close()
     except psycopg.OperationalError:
         pg_server.start()
+
+
+def test_query_an_all_server_index_from_a_machine_without_its_home(pg_database: str, s3_bucket_url: str,
+                                                                     falkordb_graph_url: str, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every store is a server, so a reader on another machine has no home directory: `fanrag query` must
+    # answer (it failed with "no index here"), and reading must not create the directory either.
+    from click.testing import CliRunner
+
+    from fanrag.cli import cli
+
+    urls = {"FANRAG_META": pg_database, "FANRAG_KEYWORDS": pg_database,
+            "FANRAG_VECTORS": "pgvector" + pg_database.removeprefix("postgresql"),
+            "FANRAG_BLOBS": s3_bucket_url, "FANRAG_GRAPH": falkordb_graph_url}
+    writer = Settings.load(home=tmp_path / "writer", overrides={"pipeline": {"workers": 1}}, env=urls)
+    with Engine.open(settings=writer) as engine:
+        assert engine.ingest([write_corpus(tmp_path / "corpus")]).ok == len(TOPICS)
+    for name, value in urls.items():
+        monkeypatch.setenv(name, value)
+    absent = tmp_path / "not-here"
+    result = CliRunner().invoke(cli, ["query", "what stops helium nuclei?", "--home", str(absent), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "helium" in result.output and not absent.exists()

@@ -1,10 +1,12 @@
 """What a vector index was built with, and the check every vector backend runs when it opens one.
 
 An index records the embedder that built it: the vector dimension and the embedder's name, which names
-the model and its precision (``onnx-int8/all-MiniLM-L6-v2``). Opening it with another embedder, to read
-or to write, is a StoreError naming both: another dimension cannot be searched at all, and another
-model of the same dimension puts queries in another vector space, so dense search would quietly
-return noise.
+the runtime and precision, then the model (``onnx-int8/all-MiniLM-L6-v2``). Opening it with another
+model, to read or to write, is a StoreError naming both: another dimension cannot be searched at all,
+and another model of the same dimension puts queries in another vector space, so dense search would
+quietly return noise. The same model in another runtime or precision (int8 or fp32 ONNX,
+sentence-transformers) is accepted: its vectors agree to a cosine of 0.99+, well inside what retrieval
+tolerates, and switching runtimes must not force a re-ingest.
 
 A caller that does not know the embedder passes ``dim=None`` and/or ``model=""`` (a tool that only
 counts, a worker reading the metadata store): that part is not checked. An index built before models
@@ -37,10 +39,15 @@ def _configured(dim: int | None, model: str) -> str:
 def check_embedder(where: str, built: BuiltWith, dim: int | None, model: str, remedy: str) -> None:
     """Refuse an embedder whose dimension or model differs from what built the index at ``where``."""
     other_dim = dim is not None and int(dim) != built.dim
-    other_model = bool(model and built.model) and model != built.model
+    other_model = bool(model and built.model) and model_of(model) != model_of(built.model)
     if other_dim or other_model:
         raise StoreError(f"{where}: index built with {built}; the configured embedder is "
                          f"{_configured(dim, model)}: it was built with another model; {remedy}")
+
+
+def model_of(embedder_name: str) -> str:
+    """The model an embedder name names: ``onnx-int8/all-MiniLM-L6-v2`` -> ``all-MiniLM-L6-v2``."""
+    return embedder_name.split("/", 1)[-1]
 
 
 def should_record(built: BuiltWith, model: str, read_only: bool) -> bool:

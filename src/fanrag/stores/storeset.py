@@ -85,7 +85,8 @@ def open_stores(settings: Settings, mode: Mode = "write", dim: int | None = None
     if mode == "write":
         home.mkdir(parents=True, exist_ok=True)
         lock = WriterLock(home)
-    elif not home.is_dir():
+    elif not home.is_dir() and not all(urls.values()):
+        # an embedded store lives in the home; an index whose stores are all servers needs no home to read
         raise StoreError(f"{home}: no index here (run `fanrag ingest` first)")
     ctx = OpenContext(settings=settings, read_only=mode == "read", dim=dim, model=model)
     opened: dict[str, Any] = {}
