@@ -196,7 +196,7 @@ def test_worker_processes_exit_when_fanrag_ingest_is_killed(tmp_path: Path) -> N
         (docs / f"n{i:03d}.md").write_text(f"# Note {i}\n\n" + f"Tide table {i}: the moon lifts the sea. " * 40)
     cmd = [sys.executable, "-m", "fanrag.cli", "ingest", str(docs), "--home", str(tmp_path / "home"), "--quiet",
            "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     descendants: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 240
@@ -205,7 +205,7 @@ def test_worker_processes_exit_when_fanrag_ingest_is_killed(tmp_path: Path) -> N
             if len(descendants) >= 4:  # resource tracker, forkserver and workers (the forkserver's children)
                 break
             time.sleep(0.05)
-        assert proc.poll() is None, f"ingest ended before its workers could be seen: {proc.stderr.read()!r}"
+        assert proc.poll() is None, f"ingest ended before its workers could be seen: {proc.communicate()[1]}"
         assert len(descendants) >= 3, descendants
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fanrag.ingest.assemble import Ready
-from fanrag.ingest.ledger import NO_TEXT, SourceLedger, commit, completed
+from fanrag.ingest.ledger import NO_TEXT, SourceLedger, SourceState, commit, completed
 from fanrag.ingest.sources import PartJob, SourceFile, SourcePlan
 from fanrag.ingest.work import PartResult, Piece
 from fanrag.ingest.writer import IndexWriter
@@ -60,6 +60,21 @@ def stores(tmp_path: Path) -> Iterator[StoreSet]:
         yield s
 
 
+def books(stores: StoreSet, events: Events | None = None) -> tuple[IndexWriter, SourceLedger, Outcomes]:
+    """A writer, and a ledger that tells a recording source."""
+    writer, outcomes = IndexWriter(stores), Outcomes()
+    return writer, SourceLedger(writer, outcomes, events), outcomes
+
+
+def opened(ledger: SourceLedger, src: SourceFile, plan: SourcePlan | None = None) -> SourceState:
+    """Accept ``src`` (a first time), and record its plan if given."""
+    state = ledger.accept(src)
+    assert state is not None
+    if plan is not None:
+        ledger.planned(state, plan)
+    return state
+
+
 def result(plan: SourcePlan, index: int, pieces: list[Piece], **kw: object) -> PartResult:
     return PartResult(job=PartJob(plan, index, None), pieces=pieces, pages=len(pieces), **kw)  # type: ignore[arg-type]
 
@@ -71,14 +86,11 @@ def feed(writer: IndexWriter, ledger: SourceLedger, res: PartResult) -> list[Rea
 
 
 def test_a_source_is_told_committed_once_its_last_document_is(tmp_path: Path, stores: StoreSet) -> None:
-    outcomes, events = Outcomes(), Events()
-    writer = IndexWriter(stores)
-    ledger = SourceLedger(writer, outcomes, events)
+    events = Events()
+    writer, ledger, outcomes = books(stores, events)
     src = source_file(tmp_path / "col.jsonl")
     plan = plan_of(src, parts=2, fmt="jsonl")
-    state = ledger.accept(src)
-    assert state is not None
-    ledger.planned(state, plan)
+    opened(ledger, src, plan)
     first = feed(writer, ledger, result(plan, 0, [piece(plan, 2, entry="e1")]))
     asyncio.run(commit(writer, ledger, first))
     assert outcomes.told == []  # the second part is still out
@@ -96,10 +108,10 @@ def test_a_source_is_told_committed_once_its_last_document_is(tmp_path: Path, st
 
 def test_the_same_file_twice_is_one_source_and_a_redelivery_after_its_outcome_runs_again(
         tmp_path: Path, stores: StoreSet) -> None:
-    ledger = SourceLedger(IndexWriter(stores), Outcomes())
+    _, ledger, _ = books(stores)
     src = source_file(tmp_path / "a.txt")
-    state = ledger.accept(src)
-    assert state is not None and ledger.accept(src) is None
+    state = opened(ledger, src)
+    assert ledger.accept(src) is None
     queued = replace(src, token="delivery-1")
     assert ledger.accept(queued) is None  # still open: the same job delivered twice
     asyncio.run(ledger.fail(state, f"{src.path}: not UTF-8"))
@@ -108,11 +120,9 @@ def test_the_same_file_twice_is_one_source_and_a_redelivery_after_its_outcome_ru
 
 
 def test_a_failed_source_is_recorded_and_told_with_its_reason(tmp_path: Path, stores: StoreSet) -> None:
-    outcomes = Outcomes()
-    ledger = SourceLedger(IndexWriter(stores), outcomes)
+    _, ledger, outcomes = books(stores)
     src = source_file(tmp_path / "junk.txt")
-    state = ledger.accept(src)
-    assert state is not None
+    state = opened(ledger, src)
     asyncio.run(ledger.fail(state, f"{src.path}: binary content"))
     asyncio.run(ledger.settle())  # nothing more: told once
     assert ledger.summary.failed == [(src.path, "binary content")]
@@ -122,14 +132,10 @@ def test_a_failed_source_is_recorded_and_told_with_its_reason(tmp_path: Path, st
 
 
 def test_a_document_with_nothing_to_index_fails_alone(tmp_path: Path, stores: StoreSet) -> None:
-    outcomes = Outcomes()
-    writer = IndexWriter(stores)
-    ledger = SourceLedger(writer, outcomes)
+    writer, ledger, outcomes = books(stores)
     src = source_file(tmp_path / "col.jsonl")
     plan = plan_of(src, fmt="jsonl")
-    state = ledger.accept(src)
-    assert state is not None
-    ledger.planned(state, plan)
+    opened(ledger, src, plan)
     batch = feed(writer, ledger, result(plan, 0, [piece(plan, 2, entry="e1"), piece(plan, 0, entry="scan")]))
     assert [r.doc.uri for r in batch] == [f"{src.uri}#e1"]
     asyncio.run(commit(writer, ledger, batch))
@@ -140,14 +146,10 @@ def test_a_document_with_nothing_to_index_fails_alone(tmp_path: Path, stores: St
 
 
 def test_settle_fails_sources_whose_parts_failed_or_never_came_back(tmp_path: Path, stores: StoreSet) -> None:
-    outcomes = Outcomes()
-    writer = IndexWriter(stores)
-    ledger = SourceLedger(writer, outcomes)
+    writer, ledger, outcomes = books(stores)
     broken, cut = source_file(tmp_path / "broken.pdf"), source_file(tmp_path / "cut.pdf")
     for src in (broken, cut):
-        state = ledger.accept(src)
-        assert state is not None
-        ledger.planned(state, plan_of(src, parts=2, fmt="pdf"))
+        opened(ledger, src, plan_of(src, parts=2, fmt="pdf"))
     bad = plan_of(broken, parts=2, fmt="pdf")
     feed(writer, ledger, result(bad, 0, [], error=f"{broken.path}: pages 1-2: corrupt xref"))
     half = plan_of(cut, parts=2, fmt="pdf")
@@ -160,19 +162,14 @@ def test_settle_fails_sources_whose_parts_failed_or_never_came_back(tmp_path: Pa
 
 
 def test_unchanged_sources_count_their_documents(tmp_path: Path, stores: StoreSet) -> None:
-    writer = IndexWriter(stores)
-    first = SourceLedger(writer)
+    writer, first, _ = books(stores)
     src = source_file(tmp_path / "a.txt")
     plan = plan_of(src)
-    state = first.accept(src)
-    assert state is not None
-    first.planned(state, plan)
+    opened(first, src, plan)
     asyncio.run(commit(writer, first, feed(writer, first, result(plan, 0, [piece(plan, 2)]))))
-    outcomes, events = Outcomes(), Events()
-    again = SourceLedger(writer, outcomes, events)
-    state = again.accept(src)
-    assert state is not None
-    asyncio.run(again.unchanged(state))
+    events = Events()
+    _, again, outcomes = books(stores, events)
+    asyncio.run(again.unchanged(opened(again, src)))
     assert (again.summary.unchanged, again.summary.unchanged_sources) == (1, 1)
     assert outcomes.told == [("a.txt", None)] and events.seen == [("unchanged", 1, 0)]
 
