@@ -73,15 +73,15 @@ def settings_for(home: Path, stores: dict[str, str]) -> Any:
 
 def run_ingest(corpus: Path, home: Path, stores: dict[str, str], record: list[tuple[Any, ...]] | None) -> dict[str, Any]:
     from fanrag.engine import Engine
-    from fanrag.ingest.pipeline import IngestPipeline
+    from fanrag.ingest.writer import IndexWriter
 
-    real = IngestPipeline._write_once
+    real = IndexWriter._write_once
 
-    async def recording(self: Any, *args: Any) -> None:
+    async def recording(self: Any, batch: Any) -> None:
         if record is not None:
-            record.append(args)
-        await real(self, *args)
-    IngestPipeline._write_once = recording  # type: ignore[method-assign]
+            record.append((list(batch),))
+        await real(self, batch)
+    IndexWriter._write_once = recording  # type: ignore[method-assign]
     try:
         with Engine.open(settings=settings_for(home, stores)) as engine:
             engine.embedder.embed(["warm up"])  # model loading is outside the timed region
@@ -90,7 +90,7 @@ def run_ingest(corpus: Path, home: Path, stores: dict[str, str], record: list[tu
             wall = time.perf_counter() - t0
             info = engine.status()
     finally:
-        IngestPipeline._write_once = real  # type: ignore[method-assign]
+        IndexWriter._write_once = real  # type: ignore[method-assign]
     assert info.vectors == info.chunks, info  # every chunk in every store (the buffer flushed at the end)
     return {"wall_s": wall, "docs": summary.ok, "chunks": summary.chunks, "failed": len(summary.failed),
             "docs_per_s": summary.ok / wall, "embed_s": summary.stages.embed, "write_s": summary.stages.write,
@@ -102,42 +102,49 @@ def run_ingest(corpus: Path, home: Path, stores: dict[str, str], record: list[tu
 def replay_writes(batches: list[tuple[Any, ...]], home: Path, stores: dict[str, str], embedder: Any,
                   concurrent: bool) -> dict[str, Any]:
     """The recorded batches through the pipeline's own write step (concurrent) or the same calls in turn."""
-    from fanrag.ingest.executors.local import LocalExecutor
-    from fanrag.ingest.pipeline import IngestPipeline, _replace
+    import numpy as np
+
+    from fanrag.ingest.writer import IndexWriter, _replace
     from fanrag.stores import open_stores
 
     with open_stores(settings_for(home, stores), dim=embedder.dim, model=embedder.name) as s:
-        pipe = IngestPipeline(settings_for(home, stores), s, embedder, LocalExecutor(embedder, 1))
+        pipe = IndexWriter(s)
 
-        async def sequential(docs: Any, ids: Any, chunks: Any, vectors: Any, titles: Any, paths: Any) -> None:
-            st = pipe.summary.stages.write_stores
+        async def sequential(batch: Any) -> None:
+            # the same calls as IndexWriter._write_once, one after another
+            docs = [r.doc for r in batch]
+            chunks = [c for r in batch for c in r.chunks]
+            vectors = np.concatenate([r.vectors for r in batch if len(r.vectors)]) if chunks else None
+            ids = [d.doc_id for d in docs]
+            files = {r.doc.source: (r.piece.plan.source.path, r.piece.plan.content_hash) for r in batch}
+            st = pipe.stages.write_stores
             s.meta.mark_pending(docs)
             steps: list[tuple[str, Callable[[], Any]]] = [
                 ("vectors", lambda: _replace(s.vectors, ids, chunks, vectors)),
-                ("keywords", lambda: _replace(s.keywords, ids, chunks, titles)),
+                ("keywords", lambda: _replace(s.keywords, ids, chunks, {d.doc_id: d.title for d in docs})),
                 ("graph", lambda: _replace(s.graph, ids, chunks)),
-                ("blobs", lambda: pipe._put_blobs(paths))]
+                ("blobs", lambda: pipe._put_blobs(files))]
             results = {}
             for name, fn in steps:
                 t = time.perf_counter()
                 results[name] = fn()
                 st[name] = st.get(name, 0.0) + time.perf_counter() - t
             t = time.perf_counter()
-            s.meta.commit(docs, chunks, {d.doc_id: results["blobs"].get(d.source, "") for d in docs})
+            s.meta.commit(docs, chunks, {d.doc_id: results["blobs"][d.source] for d in docs})
             st["meta"] = st.get("meta", 0.0) + time.perf_counter() - t
 
         write = pipe._write_once if concurrent else sequential
         per_batch_slowest = 0.0
         t0 = time.perf_counter()
         for args in batches:
-            before = dict(pipe.summary.stages.write_stores)
+            before = dict(pipe.stages.write_stores)
             asyncio.run(write(*args))
-            after = pipe.summary.stages.write_stores
+            after = pipe.stages.write_stores
             per_batch_slowest += max(after[k] - before.get(k, 0.0) for k in STORE_ORDER) + \
                 after["meta"] - before.get("meta", 0.0)
         s.flush()
         wall = time.perf_counter() - t0
-        per_store = dict(pipe.summary.stages.write_stores)
+        per_store = dict(pipe.stages.write_stores)
     return {"wall_s": wall, "per_store_s": per_store, "sum_s": sum(per_store.values()),
             "slowest_path_s": per_batch_slowest, "batches": len(batches)}
 

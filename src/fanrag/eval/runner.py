@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..ingest.freshness import is_current
 from ..retrieve.results import QueryResult, doc_of
 from ..types import BRANCH_NAMES
 from .answers import AnswerScore, GoldAnswer, load_answers, mean_scores, score_answer
@@ -213,16 +214,6 @@ def external_map(meta: Any, ids: Sequence[str]) -> dict[str, str]:
     return {doc: ext for ext, doc in meta.doc_ids_by_external(list(ids)).items()}
 
 
-def corpus_is_current(meta: Any, corpus: Path) -> bool:
-    """The index committed this corpus file and the file has not changed since (size and mtime, the
-    pipeline's own skip test): evaluation can then run on a read-only index."""
-    from ..ids import source_uri
-
-    rec = meta.get_source(source_uri(corpus))
-    st = corpus.stat()
-    return bool(rec and rec.status == "committed" and rec.size == st.st_size and rec.mtime == st.st_mtime)
-
-
 def open_engine(home: str | Path | None, dataset_dir: str | Path, split: str = "test") -> tuple[Any, bool]:
     """An Engine for evaluating ``dataset_dir``: read-only (no writer lock, so evaluations can run side by
     side) when the index already holds the corpus as it is, else writable so it can be ingested.
@@ -235,7 +226,7 @@ def open_engine(home: str | Path | None, dataset_dir: str | Path, split: str = "
         engine = Engine.open(home, mode="read")
     except StoreError:  # nothing indexed there yet
         return Engine.open(home), True
-    if corpus_is_current(engine.stores.meta, corpus):
+    if is_current(engine.stores.meta, corpus):
         return engine, False
     engine.close()
     return Engine.open(home), True
