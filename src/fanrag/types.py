@@ -32,11 +32,35 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class Section:
+    """A heading in a document: from character ``start`` of the document's text on, the text belongs to
+    this section until the next heading of the same or a higher level (``level`` 1 is the highest).
+    Loaders fill these from Markdown/HTML/DOCX headings, a PDF's outline or its bold/large lines."""
+
+    start: int
+    level: int
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table in the document's text, rows one per line: characters [start, end), and ``header``, the
+    line(s) naming the columns. A chunk that holds part of the table carries ``header`` in its own
+    header, so rows cut from their column names keep their meaning."""
+
+    start: int
+    end: int
+    header: str
+
+
+@dataclass(frozen=True, slots=True)
 class Document:
     """A loaded document. ``doc_id`` comes from ``uri``; ``content_hash`` changes when the content does.
 
     ``source`` is the file the document came from (several documents can share one source: a JSONL
     collection). ``pages`` is empty for formats without pages; then ``text`` is the whole content.
+    ``sections`` and ``tables`` locate headings and tables in ``text`` (sorted by start), where the
+    loader can tell.
     """
 
     doc_id: str
@@ -48,6 +72,8 @@ class Document:
     mime: str = "text/plain"
     pages: tuple[Page, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    sections: tuple[Section, ...] = ()
+    tables: tuple[Table, ...] = ()
 
     @property
     def n_pages(self) -> int:
@@ -60,7 +86,9 @@ class Chunk:
 
     ``char_start``/``char_end`` are offsets into the document's full text; ``page_start``/``page_end``
     are 1-based page numbers (0 when the format has no pages). ``entities`` is filled by the graph
-    extractor during ingestion.
+    extractor during ingestion. ``header`` is the context the chunk is embedded and indexed with
+    (document title, section path, page, a cut table's column names); it is stored apart from ``text``,
+    so citations quote the text only.
     """
 
     chunk_id: str
@@ -74,6 +102,12 @@ class Chunk:
     n_tokens: int = 0
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     entities: tuple[tuple[str, str], ...] = ()  # (normalised name, label)
+    header: str = ""
+
+    @property
+    def indexed_text(self) -> str:
+        """What the embedder and the keyword index see: the header, then the text."""
+        return f"{self.header}\n{self.text}" if self.header else self.text
 
     @classmethod
     def make(cls, doc_id: str, position: int, text: str, **kw: Any) -> Chunk:
