@@ -14,7 +14,7 @@ import pytest
 
 from fanrag.errors import ConfigError
 from fanrag.ingest.celery import codec
-from fanrag.settings import ChunkSettings, EmbedSettings, Settings, available_cpus
+from fanrag.settings import DEFAULT_WEIGHTS, ChunkSettings, EmbedSettings, Settings, available_cpus
 from fanrag.types import BranchName
 
 
@@ -129,10 +129,10 @@ def test_bad_toml_values_and_unknown_sections(tmp_path: Path) -> None:
 def test_layers_merge_field_by_field(tmp_path: Path) -> None:
     (tmp_path / "fanrag.toml").write_text("[retrieval]\nweights = {dense = 0.5}\nbranches = ['dense', 'bm25']\n")
     s = Settings.load(home=tmp_path, env={"FANRAG_RETRIEVAL__WEIGHTS__BM25": "2", "FANRAG_RETRIEVAL__TOP_N": "4"})
-    assert s.retrieval.weights == {"graph": 0.25, "dense": 0.5, "bm25": 2.0}  # DEFAULT_WEIGHTS merged under
+    assert s.retrieval.weights == {**DEFAULT_WEIGHTS, "dense": 0.5, "bm25": 2.0}  # DEFAULT_WEIGHTS merged under
     assert s.retrieval.branches == ("dense", "bm25") and s.retrieval.top_n == 4
     s = Settings.load(home=tmp_path, env={"FANRAG_RETRIEVAL__WEIGHTS": "graph=1", "FANRAG_RETRIEVAL__BRANCHES": "bm25"})
-    assert s.retrieval.weights == {"graph": 1.0} and s.retrieval.branches == (BranchName.BM25,)
+    assert s.retrieval.weights == {**DEFAULT_WEIGHTS, "graph": 1.0} and s.retrieval.branches == (BranchName.BM25,)
 
 
 def test_home_from_environment_and_store_url_aliases(tmp_path: Path) -> None:
@@ -158,7 +158,7 @@ def test_settings_travel_as_dataclasses() -> None:
     s = Settings(home=Path("/idx")).replace(chunk={"size": 128}, retrieval={"branches": ["dense"]})
     assert pickle.loads(pickle.dumps(s)) == s
     assert codec.loads(codec.dumps(s)) == s  # Celery tasks carry the submitter's settings
-    assert dataclasses.asdict(s)["chunk"] == {"size": 128, "overlap": 32, "min_size": 16}
+    assert dataclasses.asdict(s)["chunk"] == {"size": 128, "overlap": 32, "min_size": 16, "header_tokens": 32}
     assert hash(s.embed) == hash(EmbedSettings())  # a cache key of the Celery worker
 
 

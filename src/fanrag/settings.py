@@ -123,6 +123,9 @@ class ChunkSettings:
     size: Annotated[int, Field(ge=16)] = 256  # tokens, in the embedder's own tokenizer
     overlap: NonNegativeInt = 32
     min_size: NonNegativeInt = 16  # a trailing piece smaller than this is merged into the previous chunk
+    # Tokens kept for a chunk's header (title › section path, page, a cut table's column names), embedded
+    # and indexed with it; the text gets size minus this. 0 = no headers.
+    header_tokens: Annotated[int, Field(ge=0, le=128)] = 32
 
     _overlap = _rule("overlap", "must be < size/2", lambda v, d: v < d["size"] // 2)
     _min_size = _rule("min_size", "must be < size", lambda v, d: v < d["size"])
@@ -190,15 +193,41 @@ class PipelineSettings:
     max_file_mb: PositiveInt = 512
 
 
-# Branch weights that differ from 1.0 by default. The graph branch at full weight cost 0.04 nDCG@10 on
-# SciFact (0.703 -> 0.664, hybrid vs all branches) and 0.25 keeps it within noise of dense + bm25 while it
-# still contributes entity matches on corpora with named things; `fanrag tune` finds a corpus's own.
-DEFAULT_WEIGHTS: dict[str, float] = {BranchName.GRAPH.value: 0.25}
+@_frozen
+class IngestSettings:
+    """Bounds on what loading one source may cost. A hostile or broken file (a zip bomb, a PDF whose page
+    tree claims a million pages, markup nested 100,000 deep, a 1 GB JSONL line) fails alone, before the
+    expensive step, with a LimitExceeded naming the file and the setting; the other sources go on."""
+
+    max_pages: PositiveInt = 100_000  # PDF pages, counted after checking the page tree against the file
+    max_stream_mb: PositiveInt = 64  # PDF: one compressed (Flate) stream, decoded
+    max_ratio: Annotated[int, Field(ge=2)] = 200  # a DOCX entry or PDF stream: decoded / compressed size
+    max_zip_entries: PositiveInt = 10_000  # DOCX: entries in the archive
+    max_unpacked_mb: PositiveInt = 256  # DOCX: all entries, uncompressed
+    max_xml_mb: PositiveInt = 64  # DOCX: one XML part (parsed in memory, at several times its size)
+    max_html_mb: PositiveInt = 64  # HTML: the page
+    max_html_depth: Annotated[int, Field(ge=16)] = 512  # HTML: element nesting (parsing is quadratic in it)
+    max_line_mb: PositiveInt = 16  # JSONL: one line (one entry)
+
+
+# List weights that differ from 1.0 by default, chosen across every dev set together (SciFact, ArguAna,
+# TAT-QA, a multi-hop Wikipedia set, a Factbook set; bench/results/quality.json). With score fusion the
+# graph list at 0.5, for entity questions only (retrieval.graph_max_entities), lifted every set (+0.17
+# nDCG@10 on Factbook lookups); the PRF list never helped all of them together, so its search is off
+# (prf_terms = 0); sub-questions count half, as a rephrasing of the query rather than a new one.
+DEFAULT_WEIGHTS: dict[str, float] = {BranchName.GRAPH.value: 0.5, BranchName.SUBQUERIES.value: 0.5, "prf": 0.25}
 
 
 @_frozen
 class RetrievalSettings:
+    # How the branches' lists merge (retrieve/fusion.py): "score" (z-scored CombSUM) or "rrf".
+    fusion: Literal["score", "rrf"] = "score"
     rrf_k: NonNegativeInt = 60
+    # Consecutive chunks of one document that fusion credits as one place (0 = the whole document).
+    fusion_window: NonNegativeInt = 4
+    # The graph branch runs for entity questions: a query naming more known entities than this (a pasted
+    # passage, a long argument) gets no graph search.
+    graph_max_entities: NonNegativeInt = 8
     # Ranked-list kind -> weight, merged over DEFAULT_WEIGHTS. Keys are the branches plus "prf" (the bm25
     # branch's expanded query), so they stay strings.
     weights: Weights = field(default_factory=dict)
@@ -208,7 +237,7 @@ class RetrievalSettings:
     top_n: PositiveInt = 5  # chunks in the final context
     branch_timeout_s: PositiveFloat = 2.0
     transform: Literal["rules", "llm", "none"] = "rules"
-    prf_terms: NonNegativeInt = 8  # 0 (or prf_docs 0) = no pseudo-relevance feedback
+    prf_terms: NonNegativeInt = 0  # > 0 (and prf_docs > 0): an RM3 feedback search in the bm25 branch
     prf_docs: NonNegativeInt = 5
     transform_timeout_s: PositiveFloat = 1.5  # transform = llm: falls back to rules after this long
 
@@ -245,6 +274,7 @@ class LLMSettings:
     max_tokens: PositiveInt = 512
     temperature: NonNegativeFloat = 0.0
     system_prompt: str = ""  # empty = the built-in grounded, cited prompt
+    check_support: bool = True  # check each answer sentence against the sources it cites (Answer.unsupported)
 
     _url = _required_for("url", "openai")
     _gguf = _required_for("gguf", "llama-cpp")
@@ -255,6 +285,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     token: str = ""  # bearer token for the write endpoints (ingest, delete); empty = they answer 403
+    # Bearer token for the read endpoints (query, documents, metrics); empty = open to whoever reaches the
+    # port (the default binds to 127.0.0.1). The write token is accepted for reads too.
+    read_token: str = ""
     ingest_root: str = ""  # POST /ingest may read paths under this directory only
     max_upload_mb: PositiveInt = 64
 
@@ -267,6 +300,7 @@ class Settings:
     hnsw: HnswSettings = field(default_factory=HnswSettings)
     stores: StoreSettings = field(default_factory=StoreSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     rerank: RerankSettings = field(default_factory=RerankSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)

@@ -18,7 +18,7 @@ from fanrag.eval.tune import (
     write_retrieval_settings,
 )
 from fanrag.ids import chunk_id
-from fanrag.settings import Settings
+from fanrag.settings import DEFAULT_WEIGHTS, Settings
 
 
 def cid(doc: str, pos: int = 0) -> str:
@@ -34,33 +34,43 @@ def test_split_is_deterministic_disjoint_and_order_free() -> None:
     assert split_queries(qids, 1) != a
 
 
+def scored(ids: list[str]) -> list[tuple[str, float]]:
+    return [(c, 1.0 / (i + 1)) for i, c in enumerate(ids)]
+
+
 def test_grid_starts_with_the_current_settings_and_has_no_duplicates() -> None:
-    default = FusionParams.of(60, 100, {})
+    default = FusionParams.of(60, 100, {}, "rrf")
     grid = build_grid(default, rrf_ks=(10, 60), weight_pairs=((1.0, 1.0), (1.0, 0.5)), graph_weights=(1.0, 0.0),
                       depths=(50, 100))
     assert grid[0] == default
     assert len(grid) == len(set(grid)) == 1 + 2 * 2 * 2 * 2
     # the PRF list follows the bm25 weight
-    assert FusionParams.of(60, 100, {"dense": 1.0, "bm25": 0.5, "prf": 0.5, "graph": 0.0}) in grid
+    assert FusionParams.of(60, 100, {"dense": 1.0, "bm25": 0.5, "prf": 0.5, "graph": 0.0}, "rrf") in grid
+    # score fusion has no k: its grid does not multiply by the rrf_ks
+    score_grid = build_grid(FusionParams.of(60, 100, {}, "score"), rrf_ks=(10, 60), weight_pairs=((1.0, 1.0),),
+                            graph_weights=(1.0,), depths=(100,))
+    assert {p.rrf_k for p in score_grid} == {60} and len(score_grid) == 2
 
 
 def test_fuse_documents_cuts_lists_to_depth_and_dedupes_documents() -> None:
-    lists = [("dense", [cid("dA"), cid("dB"), cid("dC", 0), cid("dC", 1)]), ("bm25", [cid("dC"), cid("dD")])]
-    deep = FusionParams.of(60, 100, {})
+    lists = [("dense", scored([cid("dA"), cid("dB"), cid("dC", 0), cid("dC", 1)])),
+             ("bm25", scored([cid("dC"), cid("dD")]))]
+    deep = FusionParams.of(60, 100, {}, "rrf")
     assert fuse_documents(lists, deep) == ["dC", "dA", "dB", "dD"]
-    shallow = FusionParams.of(60, 1, {})  # each list cut to its first id
+    shallow = FusionParams.of(60, 1, {}, "rrf")  # each list cut to its first id
     assert fuse_documents(lists, shallow) == ["dA", "dC"]
-    bm25_only = FusionParams.of(60, 100, {"dense": 0.0})
+    bm25_only = FusionParams.of(60, 100, {"dense": 0.0}, "rrf")
     assert fuse_documents(lists, bm25_only)[:2] == ["dC", "dD"]
 
 
 def test_search_finds_the_weighting_that_ranks_the_relevant_document_first() -> None:
     # only bm25 finds the relevant document; dense puts another first: more bm25 weight must win
-    cache = {f"q{i}": [("dense", [cid(f"x{i}")]), ("bm25", [cid(f"rel{i}"), cid(f"y{i}")])]
+    cache = {f"q{i}": [("dense", scored([cid(f"x{i}")])), ("bm25", scored([cid(f"rel{i}"), cid(f"y{i}")]))]
              for i in range(4)}
     qrels = {f"q{i}": {f"R{i}": 1} for i in range(4)}
     external = {f"rel{i}": f"R{i}" for i in range(4)}
-    grid = [FusionParams.of(60, 100, {"dense": 1.0, "bm25": 0.5}), FusionParams.of(60, 100, {"dense": 0.5, "bm25": 1.0})]
+    grid = [FusionParams.of(60, 100, {"dense": 1.0, "bm25": 0.5}, "rrf"),
+            FusionParams.of(60, 100, {"dense": 0.5, "bm25": 1.0}, "rrf")]
     ranked = search(grid, cache, qrels, external, list(cache))
     assert ranked[0][0] == grid[1] and ranked[0][1] == 1.0 and ranked[1][1] < 1.0
 
@@ -76,7 +86,7 @@ def test_write_retrieval_settings_keeps_the_rest_of_the_file(tmp_path: Path) -> 
                                  "weights": {"graph": 0.5, "dense": 1.0, "bm25": 0.75}}
     s = Settings.load(home=tmp_path, env={})
     assert (s.retrieval.rrf_k, s.retrieval.branch_k, s.retrieval.top_n) == (20, 200, 3)
-    assert s.retrieval.weights == {"graph": 0.5, "dense": 1.0, "bm25": 0.75}
+    assert s.retrieval.weights == {**DEFAULT_WEIGHTS, "graph": 0.5, "dense": 1.0, "bm25": 0.75}
 
 
 def test_write_retrieval_settings_creates_the_file(tmp_path: Path) -> None:

@@ -68,7 +68,8 @@ def test_query_is_embedded_once_and_subqueries_in_one_batch(corpus: Any) -> None
     assert dict(corpus.stores.vectors.shard_calls) == {0: 3, 1: 3, 2: 3}
 
 
-def test_per_branch_lists_for_eval(corpus: Any) -> None:
+def test_per_branch_lists_for_eval(corpus_factory: Any) -> None:
+    corpus = corpus_factory(prf_terms=8)  # PRF is off by default: on here, to see its list
     res = make(corpus).retrieve("What is the difference between BM25 and HNSW?")
     per = res.per_branch()
     assert set(per) == {"dense", "bm25", "subqueries", "graph"}
@@ -110,7 +111,7 @@ def test_a_slow_branch_times_out_and_the_query_still_answers(corpus_factory: Any
 def test_a_timed_out_branch_cannot_change_the_result_it_missed(corpus_factory: Any, doubles: Any) -> None:
     # BM25 answers after the timeout and then runs PRF, which has a trace line to add: once the query
     # has returned, that line must not appear in (or be appended to) the returned result.
-    c = corpus_factory(keywords=doubles.MemKeywords(delay_s=0.3), branch_timeout_s=0.1)
+    c = corpus_factory(keywords=doubles.MemKeywords(delay_s=0.3), branch_timeout_s=0.1, prf_terms=8)
     res = make(c).retrieve("How does aspirin reduce inflammation?")
     before = list(res.trace)
     time.sleep(0.8)  # the branch thread finishes its first search and its PRF search meanwhile

@@ -2,7 +2,8 @@
 the choice on the other half only, next to the current settings on that same half.
 
 Every query runs through the retriever once, at the deepest candidate depth of the grid; its branch
-lists are cached and each grid point re-fuses them in Python (``rrf`` is the retriever's own fusion).
+lists are cached and each grid point re-fuses them in Python with the retriever's own ``Fusion`` (the
+configured method, ``score`` or ``rrf``; ``rrf_k`` matters to ``rrf`` only).
 A smaller depth is the deep list cut to that length: the same ranking a shallower search returns, up
 to HNSW's approximation, so the whole grid costs one retrieval per query.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..retrieve.fusion import rrf
+from ..retrieve.fusion import Fusion
 from ..retrieve.results import doc_of
 from ..settings import CONFIG_FILE
 from .beir import BeirDataset, corpus_ids, load_beir
@@ -35,7 +36,7 @@ GRAPH_WEIGHTS = (1.0, 0.5, 0.0)
 DEPTHS = (50, 100, 200)
 METRIC = "ndcg@10"
 
-BranchLists = list[tuple[str, list[str]]]  # (list kind, chunk ids best first), as aretrieve fuses them
+BranchLists = list[tuple[str, list[tuple[str, float]]]]  # (list kind, (chunk id, score) best first)
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,13 @@ class FusionParams:
     rrf_k: int
     branch_k: int
     weights: tuple[tuple[str, float], ...]  # sorted (kind, weight): hashable, printable
+    method: str = "score"
+    window: int = 4
 
     @classmethod
-    def of(cls, rrf_k: int, branch_k: int, weights: Mapping[str, float]) -> FusionParams:
-        return cls(rrf_k, branch_k, tuple(sorted((k, float(w)) for k, w in weights.items())))
+    def of(cls, rrf_k: int, branch_k: int, weights: Mapping[str, float], method: str = "score",
+           window: int = 4) -> FusionParams:
+        return cls(rrf_k, branch_k, tuple(sorted((k, float(w)) for k, w in weights.items())), method, window)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rrf_k": self.rrf_k, "branch_k": self.branch_k, "weights": dict(self.weights)}
@@ -86,11 +90,14 @@ def split_queries(qids: Sequence[str], seed: int) -> tuple[list[str], list[str]]
 def build_grid(defaults: FusionParams, rrf_ks: Sequence[int] = RRF_KS,
                weight_pairs: Sequence[tuple[float, float]] = WEIGHT_PAIRS,
                graph_weights: Sequence[float] = GRAPH_WEIGHTS, depths: Sequence[int] = DEPTHS) -> list[FusionParams]:
-    """Every combination, the current settings first (so a tie keeps them)."""
+    """Every combination, the current settings first (so a tie keeps them). ``rrf_ks`` only vary under
+    RRF: score fusion has no k, so the grid does not multiply by them."""
     base = dict(defaults.weights)
     grid = [defaults]
-    for k, (wd, wb), wg, depth in itertools.product(rrf_ks, weight_pairs, graph_weights, depths):
-        p = FusionParams.of(k, depth, {**base, "dense": wd, "bm25": wb, "prf": wb, "graph": wg})
+    ks = rrf_ks if defaults.method == "rrf" else (defaults.rrf_k,)
+    for k, (wd, wb), wg, depth in itertools.product(ks, weight_pairs, graph_weights, depths):
+        p = FusionParams.of(k, depth, {**base, "dense": wd, "bm25": wb, "prf": wb, "graph": wg}, defaults.method,
+                            defaults.window)
         if p not in grid:
             grid.append(p)
     return grid
@@ -98,8 +105,8 @@ def build_grid(defaults: FusionParams, rrf_ks: Sequence[int] = RRF_KS,
 
 def fuse_documents(lists: BranchLists, params: FusionParams, k: int = 100) -> list[str]:
     """Document ranking of one query under ``params``: lists cut to branch_k, fused, documents deduped."""
-    fused = rrf([(kind, ids[: params.branch_k]) for kind, ids in lists], k=params.rrf_k,
-                weights=dict(params.weights))
+    fusion = Fusion(params.method, params.rrf_k, dict(params.weights), params.window)
+    fused = fusion.fuse([(kind, hits[: params.branch_k]) for kind, hits in lists])
     return list(dict.fromkeys(doc_of(c) for c, _ in fused))[:k]
 
 
@@ -118,7 +125,7 @@ async def collect_lists(retriever: Any, dataset: BeirDataset, depth: int, concur
     async def one(text: str) -> BranchLists:
         async with gate:
             r = await retriever.aretrieve(text, branches=branches, k=depth)
-        return [(rl.kind, [h.chunk_id for h in rl.hits]) for rl in r.lists]
+        return [(rl.kind, [(h.chunk_id, h.score) for h in rl.hits]) for rl in r.lists]
 
     qids = list(dataset.queries)
     found = await asyncio.gather(*(one(dataset.queries[q]) for q in qids))
@@ -139,7 +146,7 @@ async def atune(engine: Any, dataset_dir: str | Path, seed: int = 0, *, limit: i
     if ingest:
         await engine.aingest([dataset.corpus])
     cfg = engine.settings.retrieval
-    default = FusionParams.of(cfg.rrf_k, cfg.branch_k, cfg.weights)
+    default = FusionParams.of(cfg.rrf_k, cfg.branch_k, cfg.weights, str(cfg.fusion), cfg.fusion_window)
     if grid is None:
         fused = branches or cfg.branches
         # without the graph branch its weight changes nothing: do not triple the grid for it

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from ..embed.base import Tokenizer
 from ..errors import CorruptDocument
 from ..types import Chunk, Document
+from .headers import add_headers, has_context
 
 Span = tuple[int, int]
 
@@ -45,13 +46,18 @@ class Piece:
 
 
 def chunk_document(doc: Document, tokenizer: Tokenizer, *, size: int, overlap: int,
-                   min_size: int) -> list[Chunk]:
+                   min_size: int, header_tokens: int = 0) -> list[Chunk]:
     """Split ``doc.text`` into chunks of at most ``min(size, tokenizer.max_tokens)`` tokens.
 
     ``overlap`` tokens (about; cuts snap to word starts) repeat between consecutive chunks; a trailing
-    piece of fewer than ``min_size`` new tokens is avoided by ending the chunk before it earlier.
+    piece of fewer than ``min_size`` new tokens is avoided by ending the chunk before it earlier. With
+    ``header_tokens`` > 0 each chunk gets a header (``headers.py``) of at most that many tokens, and its
+    text that many fewer, so header and text together still fit the embedder.
     """
     limit = min(size, tokenizer.max_tokens)
+    with_headers = header_tokens > 0 and has_context(doc)
+    if with_headers:
+        limit = max(limit // 2, limit - header_tokens)
     if limit < 1:
         raise ValueError(f"chunk size limit must be >= 1 token, got {limit}")
     pieces: list[Piece] = []
@@ -59,7 +65,8 @@ def chunk_document(doc: Document, tokenizer: Tokenizer, *, size: int, overlap: i
         section = split_text(doc.text[start:end], tokenizer, limit=limit, overlap=min(overlap, limit // 2),
                              min_size=min_size)
         pieces.extend(Piece(p.start + start, p.end + start, p.n_tokens) for p in section)
-    return _make_chunks(doc, _fit(doc, tokenizer, pieces, limit))
+    chunks = _make_chunks(doc, _fit(doc, tokenizer, pieces, limit))
+    return add_headers(doc, chunks, tokenizer, header_tokens) if with_headers else chunks
 
 
 SECTION_CHARS = 1 << 20

@@ -159,7 +159,7 @@ class IngestPipeline:
         return pending, True
 
     async def _embed(self, ledger: SourceLedger, pieces: list[Piece]) -> list[tuple[Piece, np.ndarray]]:
-        texts = [c.text for p in pieces for c in p.chunks]
+        texts = [c.indexed_text for p in pieces for c in p.chunks]  # the header is embedded too
         t = time.perf_counter()
         vectors = await self.executor.embed(texts) if texts else np.zeros((0, 0), np.float32)
         ledger.summary.stages.embed += time.perf_counter() - t

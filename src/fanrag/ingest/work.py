@@ -34,6 +34,7 @@ class WorkConfig:
     chunk_size: int
     chunk_overlap: int
     chunk_min: int
+    chunk_header_tokens: int
     extractor: str
     pdf_page_threshold: int
     pages_per_range: int
@@ -47,6 +48,7 @@ def work_config(settings: Settings, embedder: Embedder) -> WorkConfig:
     return WorkConfig(
         tokenizer=embedder.tokenizer_spec(), chunk_size=settings.chunk.size,
         chunk_overlap=settings.chunk.overlap, chunk_min=settings.chunk.min_size,
+        chunk_header_tokens=settings.chunk.header_tokens,
         extractor=settings.stores.entity_extractor,
         pdf_page_threshold=p.pdf_page_threshold, pages_per_range=p.pages_per_range,
         jsonl_docs_per_job=p.jsonl_docs_per_job, max_file_bytes=p.max_file_mb << 20)
@@ -149,7 +151,8 @@ def _chunk(doc: Document, cfg: WorkConfig) -> list[Chunk]:
     from .chunker import chunk_document
 
     chunks = chunk_document(doc, _tokenizer(cfg.tokenizer), size=cfg.chunk_size,
-                            overlap=cfg.chunk_overlap, min_size=cfg.chunk_min)
+                            overlap=cfg.chunk_overlap, min_size=cfg.chunk_min,
+                            header_tokens=cfg.chunk_header_tokens)
     extractor = _extractor(cfg.extractor)
     if extractor is None or not chunks:
         return chunks

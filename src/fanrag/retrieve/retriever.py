@@ -26,7 +26,7 @@ from ..settings import Settings
 from ..types import BranchName, Hit
 from .branches import BM25Branch, Branch, BranchOutput, DenseBranch, GraphBranch, SubqueriesBranch, VectorSearch
 from .factory import create_generator, create_reranker, create_transformer
-from .fusion import rrf
+from .fusion import Fusion
 from .generate import Answer, ExtractiveGenerator, Generator, OnToken
 from .order import lost_in_the_middle
 from .rerank import CachedReranker
@@ -79,6 +79,8 @@ class Retriever:
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fanrag-query")
         self._leaves = ThreadPoolExecutor(max_workers=max(2, 2 * shards), thread_name_prefix="fanrag-shard")
         self.branches: dict[BranchName, Branch] = self._build_branches()
+        cfg = settings.retrieval
+        self._fusion = Fusion(str(cfg.fusion), cfg.rrf_k, dict(cfg.weights), cfg.fusion_window)
 
     def _build_branches(self) -> dict[BranchName, Branch]:
         vectors = VectorSearch(self.stores.vectors, self._leaves)
@@ -87,7 +89,7 @@ class Retriever:
             DenseBranch(self.embedder, vectors),
             BM25Branch(self.stores.keywords, self.stores.meta, self.settings.retrieval, prf),
             SubqueriesBranch(self.embedder, vectors),
-            GraphBranch(getattr(self.stores, "graph", None), self.extractor),
+            GraphBranch(getattr(self.stores, "graph", None), self.extractor, self.settings.retrieval.graph_max_entities),
         ]
         return {b.name: b for b in found}
 
@@ -178,8 +180,7 @@ class Retriever:
     def fuse(self, lists: Sequence[RankedList]) -> list[tuple[str, float]]:
         """The merge point: every branch list fused into one chunk ranking, best first. Evaluation
         extends the engine's candidates with this same fusion, so there is one definition of it."""
-        cfg = self.settings.retrieval
-        return rrf([(rl.kind, [h.chunk_id for h in rl.hits]) for rl in lists], k=cfg.rrf_k, weights=cfg.weights)
+        return self._fusion.fuse([(rl.kind, [(h.chunk_id, h.score) for h in rl.hits]) for rl in lists])
 
     def _committed(self, fused: list[tuple[str, float]], want: int) -> list[Hit]:
         """Walk the fused ranking, keeping committed chunks only (``get_chunks`` drops the rest)."""

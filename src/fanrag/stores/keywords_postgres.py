@@ -142,7 +142,8 @@ class PgKeywordStore:
 
     def add(self, chunks: Sequence[Chunk], titles: dict[str, str] | None = None) -> None:
         last = {c.chunk_id: c for c in chunks}  # one row per id: the upsert may not see an id twice
-        rows = [(c.chunk_id, c.doc_id, _clean((titles or {}).get(c.doc_id, "")), _clean(c.text))
+        # the chunk's header (title › section path ...) when it has one, else the bare title
+        rows = [(c.chunk_id, c.doc_id, _clean(c.header or (titles or {}).get(c.doc_id, "")), _clean(c.text))
                 for c in last.values()]
         params = {"ids": list(last)}
         where = "k.chunk_id = ANY(%(ids)s)"

@@ -90,7 +90,8 @@ class TantivyKeywordStore:
                 for chunk in chunks:
                     # Delete-then-add in one commit: re-adding a chunk id replaces it (idempotent).
                     writer.delete_documents_by_term("chunk_id", chunk.chunk_id)
-                    title = titles.get(chunk.doc_id, "")
+                    # the chunk's header (title › section path ...) when it has one, else the bare title
+                    title = chunk.header or titles.get(chunk.doc_id, "")
                     body = f"{title}\n{chunk.text}" if title else chunk.text
                     writer.add_document(tantivy.Document(chunk_id=chunk.chunk_id, doc_id=chunk.doc_id, body=body))
                 writer.commit()

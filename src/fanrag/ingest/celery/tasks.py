@@ -158,7 +158,7 @@ def _slim(result: PartResult) -> PartResult:
 def _embed(work: DocWork) -> None:
     embedder = _embedder(work.run.settings.embed)
     sizes = [sum(len(p.chunks) for p in r.pieces) for r in work.results]
-    texts = [c.text for r in work.results for p in r.pieces for c in p.chunks]
+    texts = [c.indexed_text for r in work.results for p in r.pieces for c in p.chunks]
     t = time.perf_counter()
     vectors = embedder.embed(texts) if texts else np.zeros((0, embedder.dim), np.float32)
     work.embed_s = time.perf_counter() - t
