@@ -10,6 +10,7 @@ from typing import Self
 import click
 
 from ..engine import Engine
+from ..ingest.sources import PathSource
 from ..ingest.summary import IngestSummary
 from .options import executor_option, home_option, json_option, pipeline_overrides
 
@@ -72,22 +73,27 @@ def _stderr_console():
 @executor_option
 @click.option("--prune", is_flag=True, help="Also remove documents whose source file is gone.")
 @click.option("--password", default=None, help="Password for encrypted PDFs.")
+@click.option("--root", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Confine the ingest to this directory: every file, named or met in the walk, must resolve "
+                   "(symlinks followed) inside it; the others fail by name.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @json_option
 def ingest(paths: tuple[str, ...], home: str | None, workers: int | None, executor: str | None, prune: bool,
-           password: str | None, quiet: bool, as_json: bool) -> None:
+           password: str | None, root: str | None, quiet: bool, as_json: bool) -> None:
     """Ingest files and directories (PDF, HTML, Markdown, text, DOCX, JSONL collections).
 
     Unchanged documents are skipped, changed ones replaced in every store; a killed run resumes where
     it stopped when started again. Exits 1 if any file failed (every good file is still committed).
     """
     with Engine.open(home, overrides=pipeline_overrides(workers, executor)) as engine:
+        source = PathSource(paths, root=root, password=password, exclude=[engine.settings.home])
         show = not quiet and not as_json and sys.stderr.isatty()
         if show:
             with _RichProgress() as progress:
-                summary = engine.ingest(list(paths), prune=prune, password=password, progress=progress)
+                summary = engine.ingest(source, prune=prune, progress=progress)
         else:
-            summary = engine.ingest(list(paths), prune=prune, password=password)
+            summary = engine.ingest(source, prune=prune)
+        source.report(summary)  # files the walk refused (outside --root, symlink loops) fail by name
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
     else:

@@ -16,6 +16,7 @@ pipeline and the Celery writer task use it alike. Store calls run in threads, of
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -161,12 +162,23 @@ class IndexWriter:
 
 def delete_everywhere(stores: StoreSet, doc_ids: list[str]) -> int:
     """Remove documents from every store, the metadata store last: a crash midway leaves them listed,
-    and the next delete (or re-ingest) finishes the job."""
+    and the next delete (or re-ingest) finishes the job.
+
+    Their sources are marked first ("partial", no hash: the freshness check reads them again), so that
+    re-ingesting an unchanged file brings a deleted document back instead of reporting it unchanged; a
+    crash after the mark costs one re-read. A caller that goes on to record the source (a run's
+    ``record_done``, ``prune``) overwrites the mark."""
     if not doc_ids:
         return 0
+    meta = stores.meta
+    for uri in {rec.source for rec in map(meta.get_document, dict.fromkeys(doc_ids)) if rec is not None}:
+        src = meta.get_source(uri)
+        if src is not None and src.status == "committed":
+            meta.put_source(dataclasses.replace(src, content_hash="", status="partial", updated_at=time.time(),
+                                                error="documents deleted: read again on the next run"))
     for store in (stores.vectors, stores.keywords, stores.graph):
         store.delete_documents(doc_ids)
-    return stores.meta.delete_documents(doc_ids)
+    return meta.delete_documents(doc_ids)
 
 
 def _replace(store: Any, ids: list[str], chunks: list[Chunk], *extra: Any) -> None:

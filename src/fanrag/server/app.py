@@ -1,26 +1,28 @@
 """The HTTP API: ``create_app(settings) -> FastAPI``.
 
-    POST   /query              {query, top_n?, branches?, generate?} -> QueryResult.to_dict()
+    POST   /query              {query, top_n?, branches?, generate?} -> QueryResult.to_dict()       (read)
     POST   /ingest             multipart upload, or JSON {paths: [...]} under server.ingest_root   (token)
-    GET    /documents          committed documents (filter by status; paged)
+    GET    /documents          committed documents (filter by status; paged)                       (read)
     DELETE /documents/{id}                                                                       (token)
-    GET    /healthz, /metrics  (Prometheus text), /docs and /openapi.json
+    GET    /healthz, /metrics  (Prometheus text; read), /docs and /openapi.json
 
 Write endpoints need ``Authorization: Bearer <server.token>``; with no token configured they are off
-(403) and the index is opened read-only, so ``fanrag ingest`` can keep writing to it. Request bodies
+(403) and the index is opened read-only, so ``fanrag ingest`` can keep writing to it. Read endpoints need
+``server.read_token`` (or the write token) when one is set, and are open otherwise. Request bodies
 larger than ``server.max_upload_mb`` get 413, whether or not they declare a Content-Length.
+
+The boundary maps every bad input to a 4xx with a one-line reason (``http``: body size and JSON,
+``files``: names and the ingest root); the read API names sources relative to the ingest root, never
+by absolute server path. docs/security.md states the model.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from ..errors import ConfigError, FanragError, MissingExtraError, QueryError
@@ -28,32 +30,33 @@ from ..settings import Settings
 from ..types import BranchName
 
 try:
-    from fastapi import Depends, FastAPI, HTTPException, Query, Request
-    from fastapi.responses import JSONResponse, Response
+    from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import Response
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("the HTTP server", "server", exc.name) from exc
 
+from .files import IngestPaths, SourceView, confined_paths, save_uploads
+from .http import BodyLimit, SafeJSONResponse, parse_json
 from .metrics import Metrics
 
 if TYPE_CHECKING:
     from ..engine import Engine
+    from ..ingest.sources import PathSource
 
-UPLOADS = "uploads"
+MAX_OFFSET = 2**63 - 1  # the SQL stores' bigint: a larger OFFSET is a 422, not an overflow
 
 
 class QueryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    query: str = Field(min_length=1, max_length=4000)
-    top_n: int | None = Field(default=None, ge=1, le=100)
+    query: str = Field(min_length=1, max_length=4000)  # a lone surrogate is refused here (string_unicode)
+    top_n: int | None = Field(default=None, ge=1, le=100,
+                              description="chunks kept for the answer; at most retrieval.candidates")
     branches: list[BranchName] | None = None
     generate: bool = True
-
-
-class IngestPaths(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    paths: list[str] = Field(min_length=1, max_length=10_000)
 
 
 @dataclass
@@ -61,62 +64,16 @@ class _State:
     settings: Settings
     engine: Engine
     metrics: Metrics
+    view: SourceView
     write_lock: asyncio.Lock  # one ingest/delete at a time: the stores have one writer
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for a body over ``limit`` bytes, from Content-Length or counted as it streams."""
-
-    class _TooLarge(Exception):
-        pass
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reject(send)
-            return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> dict[str, Any]:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise BodyLimit._TooLarge
-            return message
-
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyLimit._TooLarge:
-            if not started:
-                await self._reject(send)
-
-    async def _reject(self, send: Any) -> None:
-        body = b'{"detail":"request body is larger than server.max_upload_mb (%d MB)"}' % (self.limit >> 20)
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
-def _open_state(settings: Settings) -> _State:
+def open_engine(settings: Settings) -> Engine:
+    """The index the app serves. Without a token nothing can be written through the API, so it takes no
+    writer lock; with one it is the writer (IndexLocked if another process writes to the home)."""
     from ..engine import Engine
 
-    # Without a token nothing can be written through the API, so take no writer lock.
-    engine = Engine.open(settings=settings, mode="write" if settings.server.token else "read")
-    return _State(settings, engine, Metrics(), asyncio.Lock())
+    return Engine.open(settings=settings, mode="write" if settings.server.token else "read")
 
 
 def _state(request: Request) -> _State:
@@ -124,40 +81,64 @@ def _state(request: Request) -> _State:
 
 
 StateDep = Annotated[_State, Depends(_state)]
-_bearer = HTTPBearer(auto_error=False, description="server.token; required by ingest and delete")
+Credentials = Annotated[HTTPAuthorizationCredentials | None,
+                        Depends(HTTPBearer(auto_error=False, description="server.token (writes) or "
+                                           "server.read_token (reads, when set)"))]
 
 
-def _writer(st: StateDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+def _holds(creds: HTTPAuthorizationCredentials | None, *tokens: str) -> bool:
+    given = creds.credentials.encode() if creds is not None else b""
+    return any(t and hmac.compare_digest(given, t.encode()) for t in tokens)
+
+
+def _unauthorized(what: str) -> HTTPException:
+    return HTTPException(401, f"missing or wrong bearer token ({what})", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _writer(st: StateDep, creds: Credentials) -> None:
     """Guard of the write endpoints: 403 when writes are off, 401 without the right bearer token."""
     token = st.settings.server.token
     if not token:
         raise HTTPException(403, "writes are disabled: start the server with a token (server.token)")
-    if creds is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
-        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    if not _holds(creds, token):
+        raise _unauthorized("server.token")
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The API over ``settings.home``; the index opens when the app starts (lifespan) and closes with it."""
+def _reader(st: StateDep, creds: Credentials) -> None:
+    """Guard of the read endpoints: open unless server.read_token is set; the write token reads too."""
+    cfg = st.settings.server
+    if cfg.read_token and not _holds(creds, cfg.read_token, cfg.token):
+        raise _unauthorized("server.read_token")
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """The API over ``settings.home``. Without ``engine`` the index opens when the app starts (lifespan)
+    and closes with it; ``fanrag serve`` opens it first (a locked home is one line, not a traceback) and
+    closes it itself."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.fanrag = await asyncio.to_thread(_open_state, settings)
+        opened = engine if engine is not None else await asyncio.to_thread(open_engine, settings)
+        app.state.fanrag = _State(settings, opened, Metrics(), SourceView(settings), asyncio.Lock())
         try:
             yield
         finally:
-            app.state.fanrag.engine.close()
+            if opened is not engine:  # the app opened it: the app closes it
+                opened.close()
 
-    app = FastAPI(title="fanrag", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="fanrag", version="0.1.0", lifespan=lifespan, default_response_class=SafeJSONResponse,
                   description="Retrieval-augmented generation, parallel by design.")
     app.add_middleware(BodyLimit, limit=settings.server.max_upload_mb << 20)
+    _error_handlers(app)
+    reads = [Depends(_reader)]
+    writes = [Depends(_writer)]
 
-    @app.exception_handler(FanragError)
-    async def fanrag_error(_request: Request, exc: FanragError) -> JSONResponse:
-        status = 400 if isinstance(exc, QueryError | ConfigError) else 500
-        return JSONResponse({"detail": str(exc)}, status_code=status)
-
-    @app.post("/query", summary="Answer a question with cited sources")
+    @app.post("/query", summary="Answer a question with cited sources", dependencies=reads)
     async def query(req: QueryRequest, st: StateDep) -> dict[str, Any]:
+        candidates = st.settings.retrieval.candidates
+        if req.top_n is not None and req.top_n > candidates:  # the retriever ranks no more than that
+            raise HTTPException(422, f"top_n {req.top_n} is above retrieval.candidates ({candidates}), the "
+                                     "most chunks a query ranks")
         try:
             result = await st.engine.aquery(req.query, branches=req.branches, top_n=req.top_n,
                                                generate=req.generate)
@@ -165,36 +146,31 @@ def create_app(settings: Settings) -> FastAPI:
             st.metrics.queries.labels("error").inc()
             raise
         st.metrics.observe_query(result)
-        return result.to_dict()
+        return st.view.query(result.to_dict())
 
-    @app.post("/ingest", summary="Ingest uploaded files or server-side paths", dependencies=[Depends(_writer)],
+    @app.post("/ingest", summary="Ingest uploaded files or server-side paths", dependencies=writes,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": IngestPaths.model_json_schema()},
                   "multipart/form-data": {"schema": {"type": "object", "properties": {
                       "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}})
     async def ingest(request: Request, st: StateDep) -> dict[str, Any]:
-        ctype = request.headers.get("content-type", "")
-        if ctype.startswith("multipart/form-data"):
-            paths = await _save_uploads(request, st.settings)
-        elif ctype.startswith("application/json"):
-            paths = _checked_paths(await _json_body(request), st.settings)
-        else:
-            raise HTTPException(415, "send multipart/form-data files or a JSON body {\"paths\": [...]}")
+        source = await _ingest_source(request, st.settings)  # validated and deduplicated before the lock
         async with st.write_lock:
-            summary = (await st.engine.aingest(paths)).to_dict()
+            summary = source.report(await st.engine.aingest(source)).to_dict()
         st.metrics.observe_ingest(summary)
         return summary
 
-    @app.get("/documents", summary="List documents")
+    @app.get("/documents", summary="List documents", dependencies=reads)
     async def documents(st: StateDep,
                         status: Literal["committed", "pending", "failed"] | None = None,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                        offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict[str, Any]:
         recs = await asyncio.to_thread(st.engine.stores.meta.documents, status, None, limit, offset)
-        return {"documents": [asdict(r) for r in recs], "limit": limit, "offset": offset}
+        return {"documents": [st.view.document(asdict(r)) for r in recs], "limit": limit, "offset": offset}
 
-    @app.delete("/documents/{doc_id}", summary="Delete a document everywhere", dependencies=[Depends(_writer)])
-    async def delete_document(doc_id: str, st: StateDep) -> dict[str, Any]:
+    @app.delete("/documents/{doc_id}", summary="Delete a document everywhere", dependencies=writes)
+    async def delete_document(doc_id: Annotated[str, Path(max_length=128, pattern=r"^[\w.:-]+$")],
+                              st: StateDep) -> dict[str, Any]:
         if await asyncio.to_thread(st.engine.stores.meta.get_document, doc_id) is None:
             raise HTTPException(404, f"no document {doc_id!r}")
         async with st.write_lock:
@@ -205,7 +181,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "writes": bool(settings.server.token)}
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response, dependencies=reads)
     async def metrics(st: StateDep) -> Response:
         body, ctype = st.metrics.render()
         return Response(body, media_type=ctype)
@@ -213,52 +189,56 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _json_body(request: Request) -> IngestPaths:
-    try:
-        return IngestPaths.model_validate(await request.json())
-    except ValueError as exc:  # JSONDecodeError and pydantic's ValidationError are both ValueErrors
-        detail = exc.errors(include_url=False) if isinstance(exc, ValidationError) else f"invalid JSON: {exc}"
-        raise HTTPException(422, detail) from exc
+def _error_handlers(app: FastAPI) -> None:
+    """Errors become a status and one line: the library's own by kind, validation errors as 422 (even
+    when the input they echo cannot be encoded), anything else as a bare 500 (the traceback is logged)."""
+
+    @app.exception_handler(FanragError)
+    async def fanrag_error(_request: Request, exc: FanragError) -> SafeJSONResponse:
+        status = 400 if isinstance(exc, QueryError | ConfigError) else 500
+        return SafeJSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> SafeJSONResponse:
+        return SafeJSONResponse({"detail": _errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, exc: Exception) -> SafeJSONResponse:
+        return SafeJSONResponse({"detail": f"internal error: {type(exc).__name__} (see the server log)"},
+                                status_code=500)
 
 
-def _checked_paths(req: IngestPaths, settings: Settings) -> list[Path]:
-    """Resolve each path (relative ones against the root) and refuse any outside server.ingest_root."""
-    if not settings.server.ingest_root:
-        raise HTTPException(403, "ingesting server-side paths is disabled: set server.ingest_root")
-    root = Path(settings.server.ingest_root).resolve()
-    out = []
-    for raw in req.paths:
-        p = (root / raw).resolve()  # an absolute raw replaces root; symlinks and .. are resolved first
-        if not p.is_relative_to(root):
-            raise HTTPException(403, f"{raw!r} is outside server.ingest_root")
-        out.append(p)
-    return out
+def _errors(errors: Any) -> list[dict[str, Any]]:
+    """Pydantic's errors as JSON: what it echoes (``input``, ``ctx``) may be any object; keep it as text."""
+    return [{k: (v if k not in ("input", "ctx") else _jsonable(v)) for k, v in e.items() if k != "url"}
+            for e in errors]
 
 
-async def _save_uploads(request: Request, settings: Settings) -> list[Path]:
-    """Store each uploaded file under ``home/uploads/<content hash>/<name>``: the same upload keeps the
-    same path (hence the same document id) and is recognised as unchanged next time."""
-    limit = settings.server.max_upload_mb << 20
-    form = await request.form(max_part_size=limit, max_files=1000)
-    saved: list[Path] = []
-    for _key, value in form.multi_items():
-        if isinstance(value, str):
-            continue
-        name = Path(value.filename or "").name
-        if not name or name in (".", ".."):
-            raise HTTPException(400, "every uploaded file needs a file name")
-        data = await value.read()
-        dest = settings.home / UPLOADS / hashlib.blake2b(data, digest_size=8).hexdigest() / name
-        await asyncio.to_thread(_write_file, dest, data)
-        saved.append(dest)
-    await form.close()
-    if not saved:
-        raise HTTPException(422, "no files in the upload")
-    return saved
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
 
 
-def _write_file(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    tmp.write_bytes(data)
-    shutil.move(tmp, dest)
+async def _ingest_source(request: Request, settings: Settings) -> PathSource:
+    """The files a POST /ingest names: an upload's, or a JSON body's paths under the ingest root."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        return await save_uploads(request, settings)
+    if ctype.startswith("application/json"):
+        try:
+            req = IngestPaths.model_validate(parse_json(await request.body()))
+        except ValidationError as exc:
+            raise HTTPException(422, _errors(exc.errors(include_url=False))) from None
+        return confined_paths(req, settings)
+    raise HTTPException(415, "send multipart/form-data files or a JSON body {\"paths\": [...]}")
