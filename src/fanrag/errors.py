@@ -7,7 +7,8 @@
     │   ├── UnsupportedFormat
     │   ├── EmptyDocument
     │   ├── EncryptedDocument
-    │   └── CorruptDocument
+    │   ├── CorruptDocument
+    │   └── LimitExceeded      over an ``ingest.*`` bound (zip bomb, lying page count, deep markup)
     ├── EmbeddingError         the embedder failed (model missing, HTTP endpoint down, ...)
     ├── StoreError             a store could not be opened, read or written
     │   └── IndexLocked        another process is writing to the same index home
@@ -69,6 +70,10 @@ class EncryptedDocument(LoadError):
 
 class CorruptDocument(LoadError):
     pass
+
+
+class LimitExceeded(LoadError):
+    """The source would cost more than an ``ingest.*`` setting allows; the reason names the setting."""
 
 
 class EmbeddingError(FanragError):

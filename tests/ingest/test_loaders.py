@@ -15,6 +15,7 @@ from fanrag.ids import content_hash, document_id, source_uri
 from fanrag.ingest import loaders
 from fanrag.ingest.loaders import Part
 from fanrag.ingest.loaders.markdown import first_h1, split_front_matter
+from fanrag.settings import IngestSettings
 from fanrag.types import Document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,10 +93,11 @@ class ShoutingLoader:
     name = "markdown"
     splittable = False
 
-    def units(self, path: Path, *, password: str | None = None) -> int:
+    def units(self, path: Path, *, password: str | None = None, limits: IngestSettings | None = None) -> int:
         return 1
 
-    def load(self, path: Path, *, uri: str, part: Part | None = None, password: str | None = None) -> list:
+    def load(self, path: Path, *, uri: str, part: Part | None = None, password: str | None = None,
+             limits: IngestSettings | None = None) -> list:
         return [Document(doc_id=document_id(uri), uri=uri, source=uri, content_hash=content_hash(path.read_bytes()),
                          text=path.read_text().upper())]
 
@@ -220,7 +222,7 @@ def test_html_structure(tmp_path: Path) -> None:
         "<footer>Copyright</footer></body></html>", encoding="utf-8")
     [doc] = loaders.load(path)
     assert doc.title == "My page"
-    assert doc.text == "Heading\n\nSome bold and italic text.\n\none\ntwo\n\na b\n\nline\nbreak"
+    assert doc.text == "Heading\n\nSome bold and italic text.\n\none\ntwo\n\na | b\n\nline\nbreak"
 
 
 def test_html_without_text_is_empty(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ named .txt is refused). Loaders are pure functions of (path, options): they run 
 Large sources fan out: ``units(path)`` says how many pages (PDF) or entries (JSONL) a source has, and
 ``load(path, part=Part(start, stop))`` loads only units [start, stop). Merging parts in ``start`` order
 gives the same documents as loading the whole source.
+
+``limits`` (the ``ingest`` settings, None = their defaults) bounds what one source may cost; a loader
+checks them before its expensive step and raises LimitExceeded naming the setting.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ...settings import IngestSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +33,11 @@ class Loader(Protocol):
     name: str  # "pdf", "html", "markdown", "text", "docx", "jsonl"
     splittable: bool  # whether ``units``/``part`` fan-out applies
 
-    def units(self, path: Path, *, password: str | None = None) -> int:
+    def units(self, path: Path, *, password: str | None = None, limits: IngestSettings | None = None) -> int:
         """Pages (PDF) or entries (JSONL); 1 for formats that do not split."""
 
-    def load(self, path: Path, *, uri: str, part: Part | None = None,
-             password: str | None = None) -> list:  # list[Document]
+    def load(self, path: Path, *, uri: str, part: Part | None = None, password: str | None = None,
+             limits: IngestSettings | None = None) -> list:  # list[Document]
         """Load the source (or one part of it). Raises a LoadError subclass naming the file."""
 
 

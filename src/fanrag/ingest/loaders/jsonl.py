@@ -5,6 +5,9 @@ loads lines [start, stop) after counting newlines up to ``start``: no index, and
 scan costs milliseconds. Blank lines count as units but yield nothing. A bad line (invalid JSON or
 UTF-8, not an object, no text, a repeated id) is skipped and reported in ``Documents.errors``; only a
 whole file with no good line at all raises (a part returns its errors instead).
+
+Bounds: a line longer than ``ingest.max_line_mb`` is a bad line, skipped in blocks without being held
+in memory; JSON nested too deep for the parser is a bad line too (not a RecursionError for the run).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
 from ...errors import CorruptDocument, EmptyDocument, LoadError
@@ -20,6 +23,10 @@ from ...ids import content_hash, document_id
 from ...types import Document
 from ._common import os_errors
 from .base import Documents, Part
+from .limits import MIB, resolve
+
+if TYPE_CHECKING:
+    from ...settings import IngestSettings
 
 _BLOCK = 1 << 20
 MIME = "application/jsonl"
@@ -33,12 +40,13 @@ class JsonlLoader:
     name = "jsonl"
     splittable = True
 
-    def units(self, path: Path, *, password: str | None = None) -> int:
+    def units(self, path: Path, *, password: str | None = None, limits: IngestSettings | None = None) -> int:
         with os_errors(path), open(path, "rb") as f:
             return _count_lines(f)
 
     def load(self, path: Path, *, uri: str, part: Part | None = None,
-             password: str | None = None) -> Documents:
+             password: str | None = None, limits: IngestSettings | None = None) -> Documents:
+        max_line = resolve(limits).max_line_mb
         start = 0 if part is None else part.start
         stop = None if part is None else part.stop
         if part is not None and not 0 <= part.start < part.stop:
@@ -48,11 +56,13 @@ class JsonlLoader:
         blank = True
         with os_errors(path), open(path, "rb") as f:
             _skip_lines(f, start)
-            for number, raw in _lines(f, start, stop):
-                if not raw.strip():
+            for number, raw in _lines(f, start, stop, max_line * MIB):
+                if raw is not None and not raw.strip():
                     continue
                 blank = False
                 try:
+                    if raw is None:
+                        raise BadLine(f"longer than {max_line:,} MiB (ingest.max_line_mb = {max_line:,})")
                     doc = entry_document(raw, uri, number)
                     if doc.doc_id in seen:
                         raise BadLine(f"repeats id {doc.metadata['external_id']!r} of an earlier line")
@@ -94,6 +104,8 @@ def _parse(raw: bytes) -> dict[str, Any]:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise BadLine(f"invalid JSON: {exc.msg} (column {exc.colno})") from exc
+    except RecursionError as exc:
+        raise BadLine("JSON nested too deeply to parse") from exc
     if not isinstance(obj, dict):
         raise BadLine(f"a JSON {type(obj).__name__}, not an object")
     return obj
@@ -137,12 +149,26 @@ def _skip_lines(f: BinaryIO, n: int) -> None:
         return
 
 
-def _lines(f: BinaryIO, start: int, stop: int | None) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, raw line) for lines [start, stop) of ``f``, already positioned at ``start``."""
+def _lines(f: BinaryIO, start: int, stop: int | None, max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    """(1-based line number, raw line) for lines [start, stop) of ``f``, already positioned at ``start``;
+    the line is None when it is longer than ``max_bytes`` (its rest is skipped, never held)."""
     number = start
     while stop is None or number < stop:
-        raw = f.readline()
+        raw = f.readline(max_bytes + 1)
         if not raw:
             return
         number += 1
+        if len(raw) > max_bytes and not raw.endswith(b"\n"):
+            _skip_line(f)
+            yield number, None
+            continue
         yield number, raw
+
+
+def _skip_line(f: BinaryIO) -> None:
+    """Move ``f`` past the next newline (or to the end), a block at a time."""
+    while block := f.read(_BLOCK):
+        cut = block.find(b"\n")
+        if cut >= 0:
+            f.seek(cut + 1 - len(block), 1)
+            return

@@ -11,9 +11,14 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...errors import EmptyDocument, EncryptedDocument, UnsupportedFormat
 from ._common import os_errors, read_head
+from .limits import resolve
+
+if TYPE_CHECKING:
+    from ...settings import IngestSettings
 
 PDF_EXT = frozenset({".pdf"})
 DOCX_EXT = frozenset({".docx"})
@@ -27,18 +32,19 @@ _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # a password-protected .docx i
 _CONTROL = frozenset(range(32)) - {9, 10, 12, 13}
 
 
-def sniff(path: str | Path) -> str:
+def sniff(path: str | Path, *, limits: IngestSettings | None = None) -> str:
     """The format name of a file: pdf, docx, html, markdown, jsonl or text.
 
     Raises EmptyDocument for a 0-byte file, UnsupportedFormat for binary content that is none of the
-    binary formats, and LoadError when the file vanished.
+    binary formats, LimitExceeded for a zip with more entries than ``ingest.max_zip_entries`` (its
+    directory is not read), and LoadError when the file vanished.
     """
     path = Path(path)
     head = read_head(path)
     ext = path.suffix.lower()
     if not head:
         raise EmptyDocument(str(path), "empty file (0 bytes)")
-    binary = _binary_format(path, head, ext)
+    binary = _binary_format(path, head, ext, limits)
     if binary:
         return binary
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -49,12 +55,12 @@ def sniff(path: str | Path) -> str:
     return _text_format(head, ext)
 
 
-def _binary_format(path: Path, head: bytes, ext: str) -> str | None:
+def _binary_format(path: Path, head: bytes, ext: str, limits: IngestSettings | None) -> str | None:
     # PDF allows up to 1 KB of junk before the header; some generators do write a preamble.
     if b"%PDF-" in head[:1024]:
         return "pdf"
     if head.startswith(b"PK\x03\x04"):
-        if _is_docx(path):
+        if _is_docx(path, limits):
             return "docx"
         raise UnsupportedFormat(str(path), "zip archive that is not a DOCX (no word/document.xml)")
     if head.startswith(_OLE_MAGIC) and ext in DOCX_EXT:
@@ -66,7 +72,10 @@ def _binary_format(path: Path, head: bytes, ext: str) -> str | None:
     return None
 
 
-def _is_docx(path: Path) -> bool:
+def _is_docx(path: Path, limits: IngestSettings | None) -> bool:
+    from .docx import check_entries
+
+    check_entries(path, resolve(limits))  # zipfile would read the whole directory to list the names
     with os_errors(path):
         try:
             with zipfile.ZipFile(path) as z:
