@@ -156,6 +156,8 @@ def test_no_generation_and_top_n(corpus: Any) -> None:
     res = make(corpus).query("volcano", generate=False, top_n=2)
     assert res.generator == "" and res.answer == "" and len(res.hits) == 2
     assert res.to_dict()["answer"] == "" and res.to_dict()["citations"] == []
+    with pytest.raises(QueryError, match=r"retrieval.candidates"):  # was silently capped at the candidates
+        make(corpus).query("volcano", top_n=corpus.settings.retrieval.candidates + 1)
 
 
 def test_async_api_inside_a_running_loop(corpus: Any) -> None:

@@ -242,8 +242,10 @@ class Retriever:
         reranker for this query (``None``: as configured)."""
         t0 = time.perf_counter()
         top_n = top_n or self.settings.retrieval.top_n
-        if top_n < 1:
-            raise QueryError("top_n must be >= 1")
+        if not 1 <= top_n <= self.settings.retrieval.candidates:
+            # the context is cut from the fused candidates: more than those would be silently fewer
+            raise QueryError(f"top_n must be in 1..{self.settings.retrieval.candidates} "
+                             f"(retrieval.candidates); got {top_n}")
         r = await self.aretrieve(text, branches, _t0=t0)
         r0 = time.perf_counter()
         if rerank is False and self.reranker is not None:
