@@ -13,7 +13,7 @@ def test_json_prints_one_object(real_home: Any) -> None:
                                      "--top-n", "2"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
-    assert set(d) == {"answer", "citations", "hits", "timings", "rerank", "transform"}
+    assert set(d) == {"answer", "citations", "hits", "timings", "spans", "rerank", "transform"}
     assert len(d["hits"]) == 2 and d["hits"][0]["source"].endswith("insulin.txt")
     assert d["citations"][0]["source"].endswith("insulin.txt")
 
@@ -24,8 +24,9 @@ def test_explain_draws_the_timeline(real_home: Any) -> None:
     out = res.output
     assert "Extractive answer" in out and "Sources:" in out and "aspirin.txt" in out
     rows = {line.split("|")[0].strip(): line for line in out.splitlines() if line.startswith("  ") and "|" in line}
-    assert {"transform", "dense", "bm25", "subqueries", "graph", "fuse+fetch", "rerank", "generate"} <= set(rows)
+    assert {"transform", "dense", "bm25", "subqueries", "graph", "fuse", "fetch", "rerank", "generate"} <= set(rows)
     assert "█" in rows["dense"].split("|")[1] and "fan-out wall" in out
+    assert {"shard:0", "shard:1"} <= set(rows)  # the dense branch's shard searches, drawn under it
 
 
 def test_branches_option(real_home: Any) -> None:

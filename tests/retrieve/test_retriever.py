@@ -12,7 +12,7 @@ from fanrag.errors import QueryError
 from fanrag.retrieve import Retriever
 from fanrag.retrieve.generate import EXTRACTIVE_LABEL
 
-TOP_KEYS = {"answer", "citations", "hits", "timings", "rerank", "transform"}
+TOP_KEYS = {"answer", "citations", "hits", "timings", "spans", "rerank", "transform"}
 
 
 def make(c: Any, **kw: Any) -> Retriever:
@@ -117,6 +117,22 @@ def test_a_timed_out_branch_cannot_change_the_result_it_missed(corpus_factory: A
     time.sleep(0.8)  # the branch thread finishes its first search and its PRF search meanwhile
     assert len(c.stores.keywords.queries) == 2  # it did run PRF...
     assert res.trace == before and not any(line.startswith("prf:") for line in res.trace)  # ...unseen
+
+
+def test_spans_nest_shard_searches_under_their_branch_and_cover_the_query(corpus: Any) -> None:
+    res = make(corpus).query("What is the difference between aspirin and insulin?")
+    by_name = {s.name: s for s in res.spans}
+    assert {"transform", "branch:dense", "branch:bm25", "branch:subqueries", "fuse", "fetch", "rerank",
+            "generate"} <= set(by_name)
+    dense = by_name["branch:dense"]
+    shards = [s for s in res.spans if s.parent == "branch:dense"]
+    assert len(shards) == corpus.stores.vectors.n_shards
+    assert all(dense.start_ms <= s.start_ms <= s.end_ms <= dense.end_ms for s in shards)
+    subq = [s for s in res.spans if s.parent == "branch:subqueries"]
+    assert len(subq) == 2 * corpus.stores.vectors.n_shards and all(" q" in s.name for s in subq)
+    assert by_name["generate"].end_ms <= res.total_ms + 0.5
+    assert [s["name"] for s in res.to_dict()["spans"]] == [s.name for s in res.spans]
+    assert res.retrieval.spans and all(s.name not in ("rerank", "generate") for s in res.retrieval.spans)
 
 
 def test_a_failing_branch_is_reported_and_dropped(corpus: Any) -> None:

@@ -79,20 +79,16 @@ def _bar(start: float, end: float, total: float) -> str:
 
 
 def timeline(result: QueryResult) -> str:
-    """One bar per stage and branch on a common time axis (ms from the start of the query)."""
+    """One bar per step on a common time axis (ms from the start of the query): the transform, each
+    branch with its shard searches under it, fusion, fetch, rerank and generation (``result.spans``)."""
     r = result.retrieval
     total = result.total_ms
-    fan_start = r.transform_ms
-    rows = [("transform", 0.0, r.transform_ms, "")]
-    rows += [(name, t.start_ms, t.end_ms, t.status) for name, t in r.branches.items()]
-    merge_start = fan_start + r.fanout_ms
-    rows.append(("fuse+fetch", merge_start, merge_start + r.fusion_ms + r.fetch_ms, ""))
-    rerank_start = total - result.generate_ms - result.rerank_ms
-    rows.append(("rerank", rerank_start, rerank_start + result.rerank_ms, result.rerank.status))
-    rows.append(("generate", total - result.generate_ms, total, ""))
     out = [f"timeline, ms (0 .. {total:.1f})"]
-    for name, a, b, status in rows:
-        out.append(f"  {name:<11}|{_bar(a, b, total)}| {a:7.1f} - {b:7.1f}  {status[:60]}")
+    for s in result.spans:
+        label = ("  " + s.name) if s.parent else s.name.removeprefix("branch:")
+        status = "" if s.status == "ok" else s.status
+        out.append(f"  {label:<14}|{_bar(s.start_ms, s.end_ms, total)}| {s.start_ms:7.1f} - {s.end_ms:7.1f}  "
+                   f"{status[:60]}")
     slowest, summed = r.slowest_branch_ms, r.branch_sum_ms
     out.append(f"  fan-out wall {r.fanout_ms:.1f} ms; slowest branch {slowest:.1f} ms; "
                f"sum of branches {summed:.1f} ms" + (f" ({summed / r.fanout_ms:.1f}x overlap)" if r.fanout_ms else ""))

@@ -13,7 +13,7 @@ cannot change a result already returned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -23,6 +23,7 @@ import numpy as np
 from ..stores.base import ScoredId
 from ..stores.merge import merge_shards
 from ..types import BranchName
+from . import trace
 from .results import STATUS_OK, RankedList
 from .transform import TransformResult, prf_expand
 
@@ -63,15 +64,28 @@ class VectorSearch:
         self.store = store
         self.leaves = leaves
 
-    def search(self, vecs: np.ndarray, k: int, parallel: bool) -> list[list[ScoredId]]:
+    def search(self, vecs: np.ndarray, k: int, parallel: bool, branch: str = "") -> list[list[ScoredId]]:
         n = self.store.n_shards
         jobs = [(row, shard) for row in range(len(vecs)) for shard in range(n)]
+        leaf = self._leaf(branch, len(vecs) > 1)
         if parallel and len(jobs) > 1:
-            futures = [self.leaves.submit(self.store.search_shard, shard, vecs[row], k) for row, shard in jobs]
+            futures = [self.leaves.submit(leaf, row, shard, vecs[row], k) for row, shard in jobs]
             parts = [f.result() for f in futures]
         else:
-            parts = [self.store.search_shard(shard, vecs[row], k) for row, shard in jobs]
+            parts = [leaf(row, shard, vecs[row], k) for row, shard in jobs]
         return [merge_shards(parts[row * n:(row + 1) * n], k) for row in range(len(vecs))]
+
+    def _leaf(self, branch: str, rows: bool) -> Callable[[int, int, np.ndarray, int], list[ScoredId]]:
+        """One shard search, recorded as a span of the query (captured here: leaf threads have no context)."""
+        rec = trace.current.get()
+        if rec is None:
+            return lambda row, shard, vec, k: self.store.search_shard(shard, vec, k)
+
+        def leaf(row: int, shard: int, vec: np.ndarray, k: int) -> list[ScoredId]:
+            name = f"shard:{shard}" + (f" q{row + 1}" if rows else "")
+            with rec.span(name, parent=f"branch:{branch}"):
+                return self.store.search_shard(shard, vec, k)
+        return leaf
 
 
 class DenseBranch:
@@ -88,7 +102,7 @@ class DenseBranch:
 
     def run(self, t: TransformResult, k: int, parallel: bool) -> BranchOutput:
         vec = self.embedder.embed_query(t.normalized)
-        hits = self.vectors.search(vec[None, :], k, parallel)[0]
+        hits = self.vectors.search(vec[None, :], k, parallel, self.name)[0]
         return BranchOutput([RankedList(self.name, "dense", t.normalized, hits)])
 
 
@@ -106,7 +120,7 @@ class SubqueriesBranch:
 
     def run(self, t: TransformResult, k: int, parallel: bool) -> BranchOutput:
         extra = t.extra_queries()
-        found = self.vectors.search(self.embedder.embed(extra), k, parallel)
+        found = self.vectors.search(self.embedder.embed(extra), k, parallel, self.name)
         return BranchOutput([RankedList(self.name, "subqueries", q, hits) for q, hits in zip(extra, found, strict=True)])
 
 

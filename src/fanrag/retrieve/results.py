@@ -10,6 +10,7 @@ from ..stores.base import ScoredId
 from ..types import Hit
 from .fusion import rrf
 from .generate import Answer, Citation
+from .trace import Span
 from .transform import TransformResult
 
 STATUS_OK = "ok"
@@ -62,6 +63,7 @@ class RetrievalResult:
     fetch_ms: float = 0.0
     total_ms: float = 0.0
     trace: list[str] = field(default_factory=list)  # transform trace plus what the branches added (PRF)
+    spans: list[Span] = field(default_factory=list)  # when each step ran (trace.py), up to the fetch
 
     def per_branch(self, k: int = 60) -> dict[str, list[str]]:
         """Each branch's ranking as chunk ids; a branch with several lists is fused with plain RRF."""
@@ -135,6 +137,7 @@ class QueryResult:
     rerank_ms: float = 0.0
     generate_ms: float = 0.0
     total_ms: float = 0.0
+    spans: list[Span] = field(default_factory=list)  # every step, shards included (trace.py)
 
     @classmethod
     def build(cls, answer: Answer | None, **kw: Any) -> QueryResult:
@@ -159,6 +162,7 @@ class QueryResult:
                 "generate_ms": round(self.generate_ms, 3),
                 "total_ms": round(self.total_ms, 3),
             },
+            "spans": [s.to_dict() for s in self.spans],
             "rerank": self.rerank.to_dict(),
             "transform": {
                 "normalized": r.transform.normalized,

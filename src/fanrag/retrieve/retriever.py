@@ -13,6 +13,7 @@ left out of the merge and reported, and the query still answers.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import time
@@ -31,6 +32,7 @@ from .generate import Answer, ExtractiveGenerator, Generator, OnToken
 from .order import lost_in_the_middle
 from .rerank import CachedReranker
 from .results import STATUS_TIMEOUT, BranchTiming, QueryResult, RankedList, RerankInfo, RetrievalResult
+from . import trace
 from .transform import QueryTransformer, TransformResult
 
 if TYPE_CHECKING:
@@ -102,8 +104,9 @@ class Retriever:
     # ------------------------------------------------------------------------------------------ plumbing
 
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the query pool, in a copy of this task's context (so spans reach the query)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        return await loop.run_in_executor(self._pool, contextvars.copy_context().run, functools.partial(fn, *args))
 
     async def _all(self, calls: Sequence[Coroutine[Any, Any, T]], parallel: bool) -> list[T]:
         """Await the calls together, or (``parallel=False``, the benchmark's baseline) one by one."""
@@ -124,7 +127,16 @@ class Retriever:
         start = _ms(t0)
         skip = branch.skip_reason(t)
         if skip:
-            return BranchOutput([], skip), BranchTiming(start, _ms(t0), skip)
+            out = BranchOutput([], skip)
+        else:
+            out = await self._run_branch(branch, t, k, parallel)
+        end = _ms(t0)
+        rec = trace.current.get()
+        if rec is not None:
+            rec.add(f"branch:{branch.name}", start, end, out.status)
+        return out, BranchTiming(start, end, out.status)
+
+    async def _run_branch(self, branch: Branch, t: TransformResult, k: int, parallel: bool) -> BranchOutput:
         try:
             out = await asyncio.wait_for(self._thread(branch.run, t, k, parallel),
                                          self.settings.retrieval.branch_timeout_s)
@@ -133,7 +145,7 @@ class Retriever:
         except Exception as exc:  # one failing branch must not fail the query: it is dropped and reported
             log.warning("branch %s failed: %s", branch.name, exc, exc_info=True)
             out = BranchOutput([], f"error: {type(exc).__name__}: {exc}")
-        return out, BranchTiming(start, _ms(t0), out.status)
+        return out
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -145,12 +157,21 @@ class Retriever:
         return tuple(dict.fromkeys(BranchName(b) for b in chosen))
 
     async def aretrieve(self, text: str, branches: Sequence[str] | None = None, k: int | None = None, *,
-                        parallel: bool = True, _t0: float | None = None) -> RetrievalResult:
+                        parallel: bool = True, _rec: trace.Recorder | None = None) -> RetrievalResult:
         """Fused, committed hits (at most ``retrieval.candidates``) and every branch's ranked lists.
 
         ``parallel=False`` runs the same branches one after another (the baseline of the benchmark).
         """
-        t0 = _t0 if _t0 is not None else time.perf_counter()
+        rec = _rec or trace.Recorder()
+        token = trace.current.set(rec)
+        try:
+            return await self._retrieve(text, branches, k, parallel, rec)
+        finally:
+            trace.current.reset(token)
+
+    async def _retrieve(self, text: str, branches: Sequence[str] | None, k: int | None, parallel: bool,
+                        rec: trace.Recorder) -> RetrievalResult:
+        t0 = rec.t0
         names = self._check_branches(branches)
         if not text.strip():
             raise QueryError("the query is empty")
@@ -161,21 +182,24 @@ class Retriever:
         else:
             t = self.transformer.transform(text)
         transform_ms = _ms(t0)
+        rec.add("transform", 0.0, transform_ms)
         fan0 = time.perf_counter()
         outs = await self._all([self._timed(self.branches[n], t, k, parallel, t0) for n in names], parallel)
         fanout_ms = _ms(fan0)
         lists: list[RankedList] = [rl for out, _ in outs for rl in out.lists]
-        trace = [*t.trace, *(line for out, _ in outs for line in out.trace)]
+        notes = [*t.trace, *(line for out, _ in outs for line in out.trace)]
         f0 = time.perf_counter()
-        fused = self.fuse(lists)
+        with rec.span("fuse"):
+            fused = self.fuse(lists)
         fusion_ms = _ms(f0)
         f1 = time.perf_counter()
-        hits = await self._thread(self._committed, fused, self.settings.retrieval.candidates)
+        with rec.span("fetch"):
+            hits = await self._thread(self._committed, fused, self.settings.retrieval.candidates)
         return RetrievalResult(
             query=t.normalized, transform=t, hits=hits, lists=lists,
             branches={n: timing for n, (_, timing) in zip(names, outs, strict=True)}, parallel=parallel,
             transform_ms=transform_ms, fanout_ms=fanout_ms, fusion_ms=fusion_ms, fetch_ms=_ms(f1),
-            total_ms=_ms(t0), trace=trace)
+            total_ms=_ms(t0), trace=notes, spans=rec.snapshot())
 
     def fuse(self, lists: Sequence[RankedList]) -> list[tuple[str, float]]:
         """The merge point: every branch list fused into one chunk ranking, best first. Evaluation
@@ -240,24 +264,29 @@ class Retriever:
                      rerank: bool | None = None) -> QueryResult:
         """Retrieve, rerank, keep ``top_n`` and answer with citations. ``rerank=False`` skips a configured
         reranker for this query (``None``: as configured)."""
-        t0 = time.perf_counter()
+        rec = trace.Recorder()
+        t0 = rec.t0
         top_n = top_n or self.settings.retrieval.top_n
         if not 1 <= top_n <= self.settings.retrieval.candidates:
             # the context is cut from the fused candidates: more than those would be silently fewer
             raise QueryError(f"top_n must be in 1..{self.settings.retrieval.candidates} "
                              f"(retrieval.candidates); got {top_n}")
-        r = await self.aretrieve(text, branches, _t0=t0)
+        r = await self.aretrieve(text, branches, _rec=rec)
         r0 = time.perf_counter()
         if rerank is False and self.reranker is not None:
             ranked, rerank_info = r.hits, RerankInfo(str(self.settings.rerank.backend), "skipped: rerank=False")
         else:
             ranked, rerank_info = await self._rerank(r.query, r.hits)
         rerank_ms = _ms(r0)
+        rec.add("rerank", _ms(t0) - rerank_ms, _ms(t0), rerank_info.status)
         top = ranked[:top_n]
         g0 = time.perf_counter()
         answer = await self._generate(r.query, top, on_token) if generate else None
+        if generate:
+            rec.add("generate", (g0 - t0) * 1000.0, _ms(t0))
         return QueryResult.build(answer, query=r.query, hits=top, candidates=ranked, retrieval=r, rerank=rerank_info,
-                                 rerank_ms=rerank_ms, generate_ms=_ms(g0) if generate else 0.0, total_ms=_ms(t0))
+                                 rerank_ms=rerank_ms, generate_ms=_ms(g0) if generate else 0.0, total_ms=_ms(t0),
+                                 spans=rec.snapshot())
 
     def query(self, text: str, **kw: Any) -> QueryResult:
         """Synchronous ``aquery`` (do not call from inside a running event loop)."""
