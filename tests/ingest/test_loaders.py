@@ -444,3 +444,155 @@ def test_results_and_errors_cross_process_boundaries() -> None:
     assert back == docs and back.errors == docs.errors
     err = pickle.loads(pickle.dumps(EncryptedDocument("/x.pdf", "encrypted; pass a password")))
     assert (type(err), err.source, err.reason) == (EncryptedDocument, "/x.pdf", "encrypted; pass a password")
+
+
+# -- structure: sections and tables (fixtures written by make_fixtures.make_structure, checked by hand) --
+
+def assert_located(doc: Document) -> None:
+    """Every section starts at its heading's line; every table's header is its first line(s) or was
+    carried from the page before; both sorted by start and inside the text."""
+    assert [s.start for s in doc.sections] == sorted(s.start for s in doc.sections)
+    assert [t.start for t in doc.tables] == sorted(t.start for t in doc.tables)
+    for t in doc.tables:
+        assert 0 <= t.start < t.end <= len(doc.text) and doc.text[t.start:t.end].strip() == doc.text[t.start:t.end]
+        assert t.header.strip()
+
+
+def sections_of(doc: Document) -> list[tuple[int, str, str]]:
+    """(level, title, the text at the section's start) of each section."""
+    return [(s.level, s.title, doc.text[s.start:s.start + 12]) for s in doc.sections]
+
+
+def table_rows(doc: Document) -> list[tuple[str, list[str]]]:
+    return [(t.header, doc.text[t.start:t.end].split("\n")) for t in doc.tables]
+
+
+def test_markdown_sections_and_pipe_table() -> None:
+    [doc] = loaders.load(FIXTURES / "structure.md")
+    assert doc.title == "Annual review"
+    assert sections_of(doc) == [
+        (1, "Annual review", "# Annual rev"),
+        (1, "Results", "Results\n===="),  # setext; the '#' line inside the code fence is not a heading
+        (2, "Revenue by segment", "## Revenue b"),  # closing '##' dropped
+        (2, "Costs rose slightly", "Costs rose\ns"),  # a two-line setext heading over '---'
+        (3, "Outlook", "### Outlook\n"),  # the indented '# ...' before it is code
+    ]
+    assert table_rows(doc) == [("| Segment | 2019 | 2018 |", [
+        "| Segment | 2019 | 2018 |", "|:--------|-----:|-----:|", "| Cloud | 1,200 | 950 |", "| Devices | 430 | 470 |"])]
+    assert_located(doc)
+
+
+def test_html_sections_and_tables() -> None:
+    [doc] = loaders.load(FIXTURES / "structure.html")
+    assert doc.text == ("Annual review\n\nOpening words.\n\nRevenue by segment\n\nRevenue (in millions)\n\n"
+                        "Segment | 2019 | 2018\nCloud | 1,200 | 950\nDevices | 430 | 470\n\nOutlook\n\nFlat.\n\n"
+                        "Region | Staff\nNorth | 12\nSouth | 9")
+    # the <h2> headings in <nav> and <footer> are dropped with them
+    assert sections_of(doc) == [(1, "Annual review", "Annual revie"), (2, "Revenue by segment", "Revenue by s"),
+                                (3, "Outlook", "Outlook\n\nFla")]
+    assert table_rows(doc) == [
+        ("Segment | 2019 | 2018", ["Segment | 2019 | 2018", "Cloud | 1,200 | 950", "Devices | 430 | 470"]),  # <thead>
+        ("Region | Staff\nNorth | 12", ["Region | Staff", "North | 12", "South | 9"]),  # leading all-<th> rows
+    ]
+    assert_located(doc)
+
+
+def test_html_table_without_header_cells_takes_its_first_row(tmp_path: Path) -> None:
+    path = tmp_path / "t.html"
+    path.write_text("<html><body><p>Before.</p><table><tr><td>Item</td><td>Cost</td></tr>"
+                    "<tr><td>Tea</td><td>3</td></tr><tr><td></td><td></td></tr></table></body></html>")
+    [doc] = loaders.load(path)
+    assert doc.text == "Before.\n\nItem | Cost\nTea | 3"  # an empty row is left out
+    assert table_rows(doc) == [("Item | Cost", ["Item | Cost", "Tea | 3"])]
+
+
+def test_docx_heading_styles_and_tables() -> None:
+    [doc] = loaders.load(FIXTURES / "structure.docx")
+    assert doc.title == "Annual review"  # the Title paragraph names the document; it opens no section
+    assert doc.text == ("Annual review\n\nOpening words.\n\nRevenue\n\nBy segment\n\n"
+                        "Segment | 2019 | 2018\nCloud | 1,200 | 950\nDevices | 430 | 470\n\nOutlook\n\nFlat.")
+    assert sections_of(doc) == [(1, "Revenue", "Revenue\n\nBy "), (2, "By segment", "By segment\n\n"),
+                                (1, "Outlook", "Outlook\n\nFla")]
+    assert table_rows(doc) == [("Segment | 2019 | 2018",
+                                ["Segment | 2019 | 2018", "Cloud | 1,200 | 950", "Devices | 430 | 470"])]
+    assert_located(doc)
+
+
+def test_docx_custom_style_with_an_outline_level(tmp_path: Path) -> None:
+    import docx
+    from docx.enum.style import WD_STYLE_TYPE
+    from docx.oxml import OxmlElement
+    from docx.oxml.ns import qn
+
+    d = docx.Document()
+    style = d.styles.add_style("Chapter Title", WD_STYLE_TYPE.PARAGRAPH)
+    level = OxmlElement("w:outlineLvl")
+    level.set(qn("w:val"), "0")
+    style.element.get_or_add_pPr().append(level)
+    d.add_paragraph("Part one", style="Chapter Title")
+    d.add_paragraph("Body text.")
+    d.save(str(tmp_path / "c.docx"))
+    [doc] = loaders.load(tmp_path / "c.docx")
+    assert sections_of(doc) == [(1, "Part one", "Part one\n\nBo")]
+
+
+REPORT_SECTIONS = [(1, "Item 7. Management's Discussion and Analysis", "Item 7. Mana"),
+                   (2, "Results of Operations", "Results of O"),
+                   (2, "Liquidity and Capital Resources", "Liquidity an")]
+REPORT_HEADER = "(in millions) | 2019 | 2018"
+
+
+@pytest.mark.parametrize("name", ["annual-report.pdf", "annual-report-plain.pdf"])
+def test_pdf_sections_from_outline_or_type(name: str) -> None:
+    # annual-report.pdf has bookmarks; annual-report-plain.pdf has none: its headings are read from the
+    # bold 16 and 12 pt lines over 9.5 pt body text, the running header (7.5 pt, in the top margin) is not one.
+    [doc] = loaders.load(FIXTURES / name)
+    assert sections_of(doc) == REPORT_SECTIONS
+    assert_located(doc)
+
+
+@pytest.mark.parametrize("name", ["annual-report.pdf", "annual-report-plain.pdf"])
+def test_pdf_table_rows_keep_their_header_across_the_page_break(name: str) -> None:
+    [doc] = loaders.load(FIXTURES / name)
+    (head1, rows1), (head2, rows2) = table_rows(doc)
+    assert head1 == head2 == REPORT_HEADER
+    assert rows1 == [REPORT_HEADER] + [f"Segment {k} revenue | {100 + 7 * k} | {90 + 5 * k}" for k in range(1, 9)]
+    assert rows2 == [f"Segment {k} revenue | {100 + 7 * k} | {90 + 5 * k}" for k in range(9, 31)]
+    first, second = doc.tables
+    assert doc.pages[0].offset <= first.start and first.end <= doc.pages[0].offset + len(doc.pages[0].text)
+    assert second.start == doc.pages[1].offset + doc.pages[1].text.index("Segment 9 revenue")
+    assert "Page 2" not in doc.text[second.start:second.end]  # the running header and footer are not rows
+
+
+@pytest.mark.parametrize("name", ["annual-report.pdf", "annual-report-plain.pdf"])
+def test_pdf_part_opens_with_the_open_section_path_and_the_carried_header(name: str) -> None:
+    [part] = loaders.load(FIXTURES / name, part=Part(1, 2))
+    assert [(s.start, s.level, s.title) for s in part.sections] == [
+        (0, 1, "Item 7. Management's Discussion and Analysis"), (0, 2, "Results of Operations"),
+        (part.text.index("Liquidity"), 2, "Liquidity and Capital Resources")]
+    [table] = part.tables
+    assert table.header == REPORT_HEADER and part.text[table.start:].startswith("Segment 9 revenue")
+
+
+def test_pdf_without_tables_keeps_pdfiums_spacing() -> None:
+    from fanrag.ingest.loaders.pdf import PdfLoader
+
+    class Plain(PdfLoader):
+        tables = False
+
+    [doc] = Plain().load(FIXTURES / "annual-report.pdf", uri="x")
+    assert "Segment 1 revenue 107 95\n" in doc.text and doc.tables == ()
+    assert sections_of(doc) == REPORT_SECTIONS
+
+
+def test_pdf_real_manual_outline_sections() -> None:
+    [doc] = loaders.load(MANUAL, part=Part(100, 102))
+    assert doc.sections[0].start == 0 and doc.sections[0].level == 1  # the part's open path comes first
+    assert all(s.level >= 1 and s.title for s in doc.sections)
+    assert_located(doc)
+
+
+def test_jsonl_and_text_have_no_structure() -> None:
+    assert all(d.sections == () and d.tables == () for d in loaders.load(FIXTURES / "collection.jsonl"))
+    [doc] = loaders.load(CORPUS / "python-sorting-howto.txt")
+    assert doc.sections == () and doc.tables == ()

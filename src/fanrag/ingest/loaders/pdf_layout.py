@@ -231,32 +231,64 @@ def _assemble(lines: list[Line], blocks: list[tuple[int, int]], height: float, c
     for line, t in zip(lines, texts, strict=True):
         placed.append(Line(max(pos, 0), t, line.size, line.bold, line.top, line.cells))
         pos += len(t) + 1
-    tables, continues = _tables(placed, blocks, carried, height)
+    found, continues = _tables(placed, blocks, carried, height)
+    tables = tuple(f.table(text) for f in found)
+    for k, line in enumerate(placed):  # header lines above a table's first row are not headings either
+        in_table[k] = in_table[k] or any(t.start <= line.start < t.end for t in tables)
     headings = _headings(placed, in_table, height)
     runs_on = bool(blocks) and not any(_body(line, height) for line in placed[blocks[-1][1] + 1:])
     return PageText(text, tuple(placed), tables, headings, continues, tables[-1].header if runs_on else "")
 
 
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A table found on a page: its header is the text [start, header_end), or ``carried``."""
+
+    start: int
+    end: int
+    header_end: int = 0
+    carried: str = ""
+
+    def table(self, text: str) -> Table:
+        return Table(self.start, self.end, self.carried or text[self.start:self.header_end])
+
+
 def _tables(lines: Sequence[Line], blocks: list[tuple[int, int]], carried: str,
-            height: float) -> tuple[tuple[Table, ...], bool]:
+            height: float) -> tuple[list[_Found], bool]:
     tables = []
     continues = False
     for n, (first, last) in enumerate(blocks):
+        above = _header_above(lines, first, blocks[n - 1][1] if n else -1, height)
         head = 0
         while head < min(2, last - first) and _header_like(lines[first + head]):
             head += 1
-        start, end = lines[first].start, lines[last].start + len(_row(lines[last]))
-        opens_page = n == 0 and not any(_body(line, height) for line in lines[:first])
+        end = lines[last].start + len(_row(lines[last]))
+        opens_page = n == 0 and not any(_body(line, height) for line in lines[:first - above])
         if head == 0 and carried and opens_page:
-            tables.append(Table(start, end, carried))  # the rows go on from the previous page's table
+            # Rows going on from the page before (a one-cell line above them is a wrapped row label).
+            tables.append(_Found(lines[first - above].start, end, carried=carried))
             continues = True
-        else:
-            tables.append(Table(start, end, _header_text(lines, first, max(head, 1))))
-    return tuple(tables), continues
+            continue
+        bottom = lines[first + head - 1] if head or above else lines[first]
+        tables.append(_Found(lines[first - above].start, end, header_end=bottom.start + len(_row(bottom))))
+    return tables, continues
 
 
-def _header_text(lines: Sequence[Line], first: int, count: int) -> str:
-    return "\n".join(_row(lines[k]) for k in range(first, first + count))
+def _header_above(lines: Sequence[Line], first: int, floor: int, height: float) -> int:
+    """How many lines just above a table's first row are its header too: a header whose cells wrap
+    ("Year Ended / December 31,") or a title row, set like the rows and short (at most 3 lines)."""
+    size = lines[first].size
+    count = 0
+    for k in range(first - 1, max(floor, first - 4), -1):
+        line = lines[k]
+        words = line.text.split()
+        if not words or len(words) > _ROW_LABEL_WORDS or line.text.rstrip().endswith(".") \
+                or _in_margin(line, height):
+            break
+        if size and line.size and abs(line.size - size) > 0.6:
+            break
+        count += 1
+    return count
 
 
 def _body(line: Line, height: float) -> bool:
@@ -278,21 +310,23 @@ def body_size(lines: Sequence[Line]) -> float:
 
 
 def _headings(lines: Sequence[Line], in_table: Sequence[bool], height: float) -> tuple[Section, ...]:
-    body = body_size(lines)
-    body_bold = _mostly_bold(lines)
+    prose = [line for k, line in enumerate(lines) if not in_table[k] and not _in_margin(line, height)]
+    body = body_size(prose or lines)  # tables are often set smaller than the body: not the reference
+    body_bold = _mostly_bold(prose or lines)
     found: list[Section] = []
-    previous = -2
+    previous: Line | None = None
     for k, line in enumerate(lines):
         level = 0 if in_table[k] or _in_margin(line, height) else heading_level(line, body, body_bold)
         if not level:
+            previous = None
             continue
         title = " ".join(line.text.split())
-        if previous == k - 1 and found and found[-1].level == level:  # a heading set on two lines
-            last = found.pop()
-            title = f"{last.title} {title}"
-            line = Line(last.start, line.text)
-        found.append(Section(line.start, level, title))
-        previous = k
+        start = line.start
+        if previous is not None and abs(previous.size - line.size) < 0.1 and previous.bold == line.bold:
+            last = found.pop()  # one heading set on two lines
+            title, start = f"{last.title} {title}", last.start
+        found.append(Section(start, level, title))
+        previous = line
     return tuple(found)
 
 
