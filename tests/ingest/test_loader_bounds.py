@@ -28,7 +28,7 @@ from fanrag.settings import IngestSettings, Settings
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(FIXTURES))
-from make_fixtures import pdf_bytes, text_page  # noqa: E402
+from make_fixtures import pdf_bytes, text_page
 
 MIB = 1 << 20
 FONTS = b"<< /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >>"
@@ -287,8 +287,6 @@ def test_jsonl_deeply_nested_line(tmp_path: Path) -> None:
 
 # -- text without whitespace ----------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="chunker.py (not the loaders') lets a 1 MiB run with no whitespace "
-                                      "become one chunk: WordPiece makes it a single [UNK] token")
 def test_text_without_whitespace_is_cut_into_bounded_chunks(tmp_path: Path) -> None:
     from fanrag.embed.base import TokenizerSpec, load_tokenizer
     from fanrag.ingest.chunker import chunk_document

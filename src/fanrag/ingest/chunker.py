@@ -102,13 +102,31 @@ def split_text(text: str, tokenizer: Tokenizer, *, limit: int, overlap: int = 0,
     if not spans:
         # Nothing the tokenizer keeps (control characters only): one chunk, so no text is lost.
         return [Piece(*_strip(text, 0, len(text)))]
-    trust = len(spans) == len(raw) and _whitespace_stable(tokenizer)
+    bounded = _bounded_spans(spans)
+    trust = len(spans) == len(raw) and len(bounded) == len(spans) and _whitespace_stable(tokenizer)
+    spans = bounded
     n = len(spans)
     pieces = []
     for a, b in _windows(text, spans, limit, overlap, min_size):
         clean = (a == 0 or _level(text, spans, a) >= _WORD) and (b == n or _level(text, spans, b) >= _WORD)
         pieces.append(Piece(*_char_range(text, spans, a, b), b - a if trust and clean else -1))
     return pieces
+
+
+# WordPiece turns a "word" longer than 100 characters (a base64 blob, a 1 MiB run of one letter) into one
+# [UNK] token: counted in tokens it is tiny, in characters it is the whole file. Such a span is cut into
+# pseudo-tokens of this many characters, so no chunk holds more than limit x this many characters; the
+# pieces are then counted on their own text, like any chunk cut inside a word.
+MAX_TOKEN_CHARS = 32
+
+
+def _bounded_spans(spans: list[Span]) -> list[Span]:
+    if all(b - a <= MAX_TOKEN_CHARS for a, b in spans):
+        return spans
+    out: list[Span] = []
+    for a, b in spans:
+        out.extend((s, min(s + MAX_TOKEN_CHARS, b)) for s in range(a, b, MAX_TOKEN_CHARS))
+    return out
 
 
 _PROBE = ("Chunks are counted once: na\u00efve splitting-at-whitespace (3.14%) isn't exact for every "
