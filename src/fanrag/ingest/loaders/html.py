@@ -18,6 +18,7 @@ Bounds, before parsing: the page's size (``ingest.max_html_mb``) and its element
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from itertools import takewhile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,24 +137,18 @@ def nesting_depth(html: str, stop: int) -> int:
     return deepest
 
 
+@dataclass(frozen=True, slots=True)
 class HtmlPage:
-    """A page's text, title, headings and tables."""
+    """A page's text, title ("" when it has neither <title> nor <h1>), headings and tables."""
 
-    __slots__ = ("sections", "tables", "text", "title")
-
-    def __init__(self, text: str, title: str, sections: tuple[Section, ...] = (),
-                 tables: tuple[Table, ...] = ()) -> None:
-        self.text, self.title, self.sections, self.tables = text, title, sections, tables
-
-
-def html_to_text(html: str) -> tuple[str, str]:
-    """(text, title) of an HTML page; title is "" when the page has neither <title> nor <h1>."""
-    page = html_page(html)
-    return page.text, page.title
+    text: str
+    title: str
+    sections: tuple[Section, ...] = ()
+    tables: tuple[Table, ...] = ()
 
 
 def html_page(html: str) -> HtmlPage:
-    """The page's text, title ("" when it has neither <title> nor <h1>), headings and tables."""
+    """The page's text without navigation and boilerplate, its title, headings and tables."""
     from selectolax.lexbor import LexborHTMLParser
 
     tree = LexborHTMLParser(html)

@@ -67,7 +67,6 @@ class PageText:
     lines: tuple[Line, ...] = ()
     tables: tuple[Table, ...] = ()
     headings: tuple[Section, ...] = ()
-    continues_table: bool = False  # the page opens with rows of a table that has no header on this page
     open_table: str = ""  # the header of a table that runs to the end of the page (it may go on)
 
 
@@ -231,13 +230,13 @@ def _assemble(lines: list[Line], blocks: list[tuple[int, int]], height: float, c
     for line, t in zip(lines, texts, strict=True):
         placed.append(Line(max(pos, 0), t, line.size, line.bold, line.top, line.cells))
         pos += len(t) + 1
-    found, continues = _tables(placed, blocks, carried, height)
+    found = _tables(placed, blocks, carried, height)
     tables = tuple(f.table(text) for f in found)
     for k, line in enumerate(placed):  # header lines above a table's first row are not headings either
         in_table[k] = in_table[k] or any(t.start <= line.start < t.end for t in tables)
     headings = _headings(placed, in_table, height)
     runs_on = bool(blocks) and not any(_body(line, height) for line in placed[blocks[-1][1] + 1:])
-    return PageText(text, tuple(placed), tables, headings, continues, tables[-1].header if runs_on else "")
+    return PageText(text, tuple(placed), tables, headings, tables[-1].header if runs_on else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,9 +253,8 @@ class _Found:
 
 
 def _tables(lines: Sequence[Line], blocks: list[tuple[int, int]], carried: str,
-            height: float) -> tuple[list[_Found], bool]:
+            height: float) -> list[_Found]:
     tables = []
-    continues = False
     for n, (first, last) in enumerate(blocks):
         above = _header_above(lines, first, blocks[n - 1][1] if n else -1, height)
         head = 0
@@ -267,11 +265,10 @@ def _tables(lines: Sequence[Line], blocks: list[tuple[int, int]], carried: str,
         if head == 0 and carried and opens_page:
             # Rows going on from the page before (a one-cell line above them is a wrapped row label).
             tables.append(_Found(lines[first - above].start, end, carried=carried))
-            continues = True
             continue
         bottom = lines[first + head - 1] if head or above else lines[first]
         tables.append(_Found(lines[first - above].start, end, header_end=bottom.start + len(_row(bottom))))
-    return tables, continues
+    return tables
 
 
 def _header_above(lines: Sequence[Line], first: int, floor: int, height: float) -> int:
