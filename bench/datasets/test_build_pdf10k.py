@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 pytest.importorskip("reportlab")
-import build_pdf10k as b  # noqa: E402
+import build_pdf10k as b
 
 ROWS = (("", "2019", "2018"),) + tuple((f"Segment {k} revenue", f"{1000 + k:,}", f"{900 + k:,}") for k in range(60))
 
