@@ -60,6 +60,13 @@ def test_chunks_carry_their_context_and_still_fit() -> None:
     assert all(c.text == text[c.char_start:c.char_end] for c in chunks)  # the text stays the document's
 
 
+def test_a_table_continued_from_an_earlier_page_gives_every_chunk_its_header() -> None:
+    rows = "Revenue | 10 | 9\n" * 150  # the page opens mid-table: the header line is not in this text
+    d = doc(rows, title="R", tables=(Table(0, len(rows), "Year | 2019 | 2018"),))
+    chunks = chunk_document(d, TOKENIZER, size=64, overlap=8, min_size=8, header_tokens=24)
+    assert len(chunks) > 1 and all(c.header.endswith("\nYear | 2019 | 2018") for c in chunks)
+
+
 def test_pages_and_no_headers() -> None:
     pages = (Page(1, "First page text. " * 40, 0), Page(2, "Second page text. " * 40, 0))
     text = pages[0].text + "\n\n" + pages[1].text

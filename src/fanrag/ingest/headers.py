@@ -34,7 +34,7 @@ def add_headers(doc: Document, chunks: Sequence[Chunk], tokenizer: Tokenizer, bu
     out = []
     for ch in chunks:
         path = section_path(doc.sections, starts, ch.char_start)
-        header = fit(compose(doc.title, path, ch.page_start, cut_table(doc.tables, ch)), tokenizer, budget)
+        header = fit(compose(doc.title, path, ch.page_start, cut_table(doc.text, doc.tables, ch)), tokenizer, budget)
         out.append(replace(ch, header=header))
     return out
 
@@ -49,11 +49,15 @@ def section_path(sections: Sequence[Section], starts: Sequence[int], char: int) 
     return [" ".join(s.title.split()) for s in path if s.title.strip()]
 
 
-def cut_table(tables: Sequence[Table], ch: Chunk) -> str:
-    """The header of a table this chunk holds rows of without holding the table's header line."""
+def cut_table(text: str, tables: Sequence[Table], ch: Chunk) -> str:
+    """The header of a table this chunk holds rows of without holding the table's header line. A table
+    continued from an earlier page does not start with its header (the loader carries it over): then
+    every chunk of it gets the header."""
     for t in tables:
-        header_end = t.start + len(t.header)
-        if t.start < ch.char_end and ch.char_start < t.end and ch.char_start >= header_end and t.header.strip():
+        if not (t.start < ch.char_end and ch.char_start < t.end and t.header.strip()):
+            continue
+        opens_with_header = text.startswith(t.header, t.start)
+        if not opens_with_header or ch.char_start >= t.start + len(t.header):
             return t.header.strip()
     return ""
 
