@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -53,21 +54,25 @@ class ChatClient:
 
     def stream(self, messages: Sequence[Message], *, max_tokens: int = 512, temperature: float = 0.0,
                timeout_s: float | None = None) -> Iterator[str]:
-        """Content deltas as the server sends them (SSE ``data:`` lines, ending with ``[DONE]``)."""
+        """Content deltas as the server sends them (SSE ``data:`` lines, ending with ``[DONE]``). Opening
+        the stream is retried like ``complete``; once tokens flow, a failure ends it with ``QueryError``
+        (what was yielded cannot be taken back). An error event in the stream is a ``QueryError`` too."""
         body = self._body(messages, max_tokens, temperature, True, None)
+        request = self._http.build_request("POST", self.url, json=body, timeout=timeout_s or self.timeout_s)
+        resp = self._send(lambda: self._http.send(request, stream=True))
         try:
-            with self._http.stream("POST", self.url, json=body, timeout=timeout_s or self.timeout_s) as resp:
-                if resp.status_code != 200:
-                    resp.read()
-                    raise QueryError(f"llm {self.url}: HTTP {resp.status_code}: {resp.text[:200]}")
-                for line in resp.iter_lines():
-                    delta = _sse_delta(line)
-                    if delta is None:
-                        break
-                    if delta:
-                        yield delta
+            for line in resp.iter_lines():
+                delta = _sse_delta(line)
+                if delta is None:
+                    break
+                if isinstance(delta, StreamError):
+                    raise QueryError(f"llm {self.url}: the server reported an error mid-stream: {delta.message}")
+                if delta:
+                    yield delta
         except httpx.HTTPError as exc:
             raise QueryError(f"llm {self.url}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            resp.close()
 
     def _send(self, call: Callable[[], httpx.Response]) -> httpx.Response:
         """One request with retries on transient failures (connection refused/reset, 429, 5xx)."""
@@ -81,6 +86,8 @@ class ChatClient:
                 raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
             if resp.status_code == 200:
                 return resp
+            resp.read()  # a streamed response has not read its (error) body yet
+            resp.close()
             reason = f"HTTP {resp.status_code}: {resp.text[:200]}"
             if retryable_status(resp.status_code):
                 raise RetryableError(reason, retry_after_of(resp.headers))
@@ -95,7 +102,14 @@ class ChatClient:
         self._http.close()
 
 
-def _sse_delta(line: str) -> str | None:
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    """An ``error`` object a server sent as a stream event (vLLM and llama.cpp's server do, mid-stream)."""
+
+    message: str
+
+
+def _sse_delta(line: str) -> str | StreamError | None:
     """The content delta of one SSE line: '' for lines without content, None at ``[DONE]``."""
     if not line.startswith("data:"):
         return ""
@@ -103,7 +117,14 @@ def _sse_delta(line: str) -> str | None:
     if data == "[DONE]":
         return None
     try:
-        choice = json.loads(data)["choices"][0]
-    except (ValueError, KeyError, IndexError, TypeError):
+        event = json.loads(data)
+    except ValueError:
         return ""
+    if isinstance(event, dict) and event.get("error"):
+        err = event["error"]
+        return StreamError(str(err.get("message", err) if isinstance(err, dict) else err))
+    try:
+        choice = event["choices"][0]
+    except (KeyError, IndexError, TypeError):
+        return ""  # e.g. the usage event some servers send last, with no choices
     return str((choice.get("delta") or {}).get("content") or "")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..registry import Registry
 
 if TYPE_CHECKING:
+    from ..embed.base import Embedder
     from ..settings import LLMSettings, RerankSettings, Settings
     from .generate import Generator
     from .rerank import CachedReranker
@@ -47,6 +48,7 @@ def create_reranker(cfg: RerankSettings) -> CachedReranker | None:
     return CachedReranker(inner, cfg.cache_size)
 
 
-def create_generator(cfg: LLMSettings) -> Generator:
-    """The generator ``cfg.backend`` names."""
-    return GENERATORS.load(str(cfg.backend)).from_settings(cfg)  # type: ignore[attr-defined]
+def create_generator(cfg: LLMSettings, embedder: Embedder | None = None) -> Generator:
+    """The generator ``cfg.backend`` names. ``embedder`` (the engine's) lets the extractive answer pick
+    passages by meaning and a model's answer be checked against its sources."""
+    return GENERATORS.load(str(cfg.backend)).from_settings(cfg, embedder)  # type: ignore[attr-defined]

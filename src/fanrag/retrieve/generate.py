@@ -1,31 +1,42 @@
 """Answers with citations. Every generator gets the final sources numbered [1]..[n] and returns an
 ``Answer`` whose citations map each [n] back to the chunk, document and page.
 
-- ``extractive`` (offline default): the best-matching sentences of the sources, quoted, each with its [n].
-  No language model; the answer says so.
-- ``openai``: any OpenAI-compatible chat endpoint (plain or streamed).
-- ``llama-cpp``: a local GGUF model through llama-cpp-python (extra ``llm``).
+- ``extractive`` (offline default): the passages of the sources that best answer the question, by term
+  overlap and, with the engine's embedder, by meaning; neighbouring passages merged into one quote, each
+  quote cited (``extractive.py``). No language model; the answer says so.
+- ``openai``: any OpenAI-compatible chat endpoint (Ollama, vLLM, llama.cpp's server, OpenAI), plain or
+  streamed; see docs/llm.md.
+- ``llama-cpp``: a GGUF model in-process through llama-cpp-python (extra ``llm``, which compiles llama.cpp
+  from source when it installs).
+
+A model's answer is grounded by its prompt (cite [n] after every sentence; reply "The sources do not
+contain the answer." when they do not) and checked after generation, streamed or not: each sentence
+against the sources it cites (``grounding.py``); ``Answer.unsupported`` lists the sentences that no cited
+source supports.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from abc import ABC, abstractmethod
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
-from ..errors import require
+from ..errors import MissingExtraError, require
 from ..settings import LLMSettings
 from ..types import Hit
 from .chat import ChatClient, Message
-from .text import looks_like_code, sentences, stems, symbol_share, words
+from .extractive import Limits, Scoring, VectorCache, candidates, merge, pick, score
+from .grounding import NOT_IN_SOURCES, SentenceSupport, SupportChecker, declines, unsupported
+
+if TYPE_CHECKING:
+    from ..embed.base import Embedder
 
 OnToken = Callable[[str], None]
 EXTRACTIVE_LABEL = "Extractive answer (sentences quoted from the sources; no language model was used):"
 NO_SOURCES = "No committed document matched the question."
+NO_MATCH = "No passage of the retrieved sources matches the question."
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +53,20 @@ class Citation:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """``support`` has one entry per sentence of a model's answer (empty for quotes, which are the sources'
+    own words, and when checking is off); ``declined``: the model said the sources do not answer."""
+
     text: str
     citations: list[Citation] = field(default_factory=list)
     backend: str = "extractive"
     extractive: bool = True
+    support: list[SentenceSupport] = field(default_factory=list)
+    declined: bool = False
+
+    @property
+    def unsupported(self) -> list[int]:
+        """Indices (into ``support``) of the sentences that no cited source supports."""
+        return unsupported(self.support)
 
 
 @runtime_checkable
@@ -60,77 +81,47 @@ def cite(n: int, hit: Hit) -> Citation:
     return Citation(n=n, chunk_id=hit.chunk_id, doc_id=hit.doc_id, source=hit.source, page=hit.page)
 
 
+def _vectors(embedder: Embedder | None) -> VectorCache | None:
+    return VectorCache(embedder) if embedder is not None else None
+
+
 # ---------------------------------------------------------------------------------------------- extractive
 
 
-def _sentence_scores(query: str, sents: Sequence[str], k1: float = 1.2, b: float = 0.75) -> list[float]:
-    """BM25 of each sentence against the query, with document frequencies taken over these sentences."""
-    q = set(stems(query))
-    bags = [Counter(stems(s)) for s in sents]
-    n = len(bags)
-    avg = (sum(sum(bag.values()) for bag in bags) / n) if n else 1.0
-    df = Counter(t for bag in bags for t in bag if t in q)
-    out = []
-    for bag in bags:
-        length = sum(bag.values()) or 1
-        s = 0.0
-        for t in q & bag.keys():
-            idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
-            tf = bag[t]
-            s += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / (avg or 1.0)))
-        out.append(s)
-    return out
-
-
 class ExtractiveGenerator:
-    """Quotes the sentences that best match the question, each followed by its source's [n]."""
+    """Quotes the passages that best answer the question, each quote followed by its source's [n].
+
+    With ``embedder`` (the retriever passes the engine's own) passages are scored by meaning as well as
+    by term overlap (see ``Scoring``); without one, by term overlap only.
+    """
 
     name = "extractive"
     litm = False  # no model reads the context; keep sources in relevance order so [1] is the best
 
-    def __init__(self, max_sentences: int = 3, per_source: int = 2, min_words: int = 4, max_words: int = 60,
-                 max_symbols: float = 0.06) -> None:
+    def __init__(self, embedder: Embedder | None = None, *, max_sentences: int = 3, per_source: int = 2,
+                 limits: Limits | None = None, scoring: Scoring | None = None) -> None:
         self.max_sentences = max_sentences
         self.per_source = per_source
-        self.min_words = min_words
-        self.max_words = max_words
-        self.max_symbols = max_symbols
+        self.limits = limits or Limits()
+        self.scoring = scoring or Scoring()
+        self.vectors = _vectors(embedder)
 
     @classmethod
-    def from_settings(cls, cfg: LLMSettings) -> ExtractiveGenerator:
-        return cls()
-
-    def _prose(self, sent: str) -> bool:
-        # Quote prose: code and tables split into "sentences" badly and read worse than the chunk itself.
-        return (self.min_words <= len(words(sent)) <= self.max_words and symbol_share(sent) <= self.max_symbols
-                and not looks_like_code(sent))
+    def from_settings(cls, cfg: LLMSettings, embedder: Embedder | None = None) -> ExtractiveGenerator:
+        return cls(embedder)
 
     def generate(self, query: str, sources: Sequence[Hit], on_token: OnToken | None = None) -> Answer:
-        cands: list[tuple[int, int, str]] = []  # (source number, position, sentence)
-        for n, hit in enumerate(sources, start=1):
-            cands.extend((n, pos, sent) for pos, sent in enumerate(sentences(hit.text)) if self._prose(sent))
-        scores = _sentence_scores(query, [c[2] for c in cands])
-        # best score first; a better-ranked source wins ties, then the earlier sentence
-        ranked = sorted(zip(scores, cands, strict=True), key=lambda x: (-x[0], x[1][0], x[1][1]))
-        picked: list[tuple[int, str]] = []
-        per: Counter[int] = Counter()
-        seen: set[str] = set()
-        for score, (n, _, sent) in ranked:
-            key = " ".join(words(sent))
-            if score <= 0 or len(picked) >= self.max_sentences:
-                break
-            if per[n] >= self.per_source or key in seen:
-                continue
-            picked.append((n, sent))
-            per[n] += 1
-            seen.add(key)
+        cands = candidates([hit.text for hit in sources], self.limits)
+        scores = score(query, cands, self.scoring, self.vectors)
+        quotes = merge(pick(cands, scores, self.max_sentences, self.per_source, self.scoring.min_score))
+        cited: list[int] = []
         if not sources:
-            text, cited = NO_SOURCES, []
-        elif not picked:
-            text, cited = "No sentence in the retrieved sources matches the question's terms.", []
+            text = NO_SOURCES
+        elif not quotes:
+            text = NO_MATCH
         else:
-            text = "\n".join([EXTRACTIVE_LABEL, *(f"{sent} [{n}]" for n, sent in picked)])
-            cited = sorted({n for n, _ in picked})
+            text = "\n".join([EXTRACTIVE_LABEL, *(f"{q.render()} [{q.n}]" for q in quotes)])
+            cited = sorted({q.n for q in quotes})
         if on_token:
             on_token(text)
         return Answer(text, [cite(n, sources[n - 1]) for n in cited], backend=self.name, extractive=True)
@@ -139,9 +130,12 @@ class ExtractiveGenerator:
 # --------------------------------------------------------------------------------------------------- LLMs
 
 DEFAULT_SYSTEM_PROMPT = (
-    "You answer questions using only the numbered sources you are given. After every sentence that uses "
-    "a source, cite it with its number in square brackets, like [1] or [2][3]. If the sources do not "
-    "contain the answer, say that you cannot answer from them. Be concise."
+    "You answer questions using only the numbered sources you are given.\n"
+    "- End every sentence with the number of the source that supports it, in square brackets: [1], or "
+    "[2][3] when it uses several.\n"
+    "- State only what the sources say: no outside knowledge, no guesses. Copy figures exactly.\n"
+    f'- If the sources do not contain the answer, reply exactly "{NOT_IN_SOURCES}" and nothing else.\n'
+    "- Be concise: the answer first, then the details that support it."
 )
 _CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 
@@ -168,17 +162,18 @@ def parse_citations(answer: str, sources: Sequence[Hit]) -> list[Citation]:
 
 
 class _ChatGenerator(ABC):
-    """Shared by the LLM backends: build the prompt, run the model, parse citations."""
+    """Shared by the LLM backends: build the prompt, run the model, parse citations, check support."""
 
     litm = True
     name = "llm"
 
-    def __init__(self, cfg: LLMSettings) -> None:
+    def __init__(self, cfg: LLMSettings, embedder: Embedder | None = None) -> None:
         self.cfg = cfg
+        self.checker = SupportChecker(_vectors(embedder)) if cfg.check_support else None
 
     @classmethod
-    def from_settings(cls, cfg: LLMSettings) -> Self:
-        return cls(cfg)
+    def from_settings(cls, cfg: LLMSettings, embedder: Embedder | None = None) -> Self:
+        return cls(cfg, embedder=embedder)
 
     @abstractmethod
     def _run(self, messages: list[Message], on_token: OnToken | None) -> str:
@@ -187,15 +182,17 @@ class _ChatGenerator(ABC):
     def generate(self, query: str, sources: Sequence[Hit], on_token: OnToken | None = None) -> Answer:
         if not sources:
             return Answer(NO_SOURCES, [], backend=self.name, extractive=False)
-        text = self._run(build_messages(query, sources, self.cfg.system_prompt), on_token)
-        return Answer(text.strip(), parse_citations(text, sources), backend=self.name, extractive=False)
+        text = self._run(build_messages(query, sources, self.cfg.system_prompt), on_token).strip()
+        support = self.checker.check(text, sources) if self.checker else []
+        return Answer(text, parse_citations(text, sources), backend=self.name, extractive=False, support=support,
+                      declined=declines(text))
 
 
 class OpenAIGenerator(_ChatGenerator):
     name = "openai"
 
-    def __init__(self, cfg: LLMSettings, client: ChatClient | None = None) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: LLMSettings, client: ChatClient | None = None, embedder: Embedder | None = None) -> None:
+        super().__init__(cfg, embedder)
         self.client = client or ChatClient(cfg.url, cfg.model, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s)
 
     def _run(self, messages: list[Message], on_token: OnToken | None) -> str:
@@ -208,18 +205,27 @@ class OpenAIGenerator(_ChatGenerator):
         return "".join(parts)
 
 
+# pip has no llama-cpp-python wheel for this platform: installing the extra compiles llama.cpp.
+LLAMA_CPP_FEATURE = ("llm backend llama-cpp (llama-cpp-python compiles llama.cpp from source when it installs: it "
+                     "needs a C/C++ compiler and CMake and takes minutes; or serve the model with any "
+                     "OpenAI-compatible server and set llm.backend = openai, see docs/llm.md)")
+
+
 class LlamaCppGenerator(_ChatGenerator):
     """A local GGUF model. Loaded on first use (loading takes seconds; construction must stay cheap)."""
 
     name = "llama-cpp"
 
-    def __init__(self, cfg: LLMSettings) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: LLMSettings, embedder: Embedder | None = None) -> None:
+        super().__init__(cfg, embedder)
         self._llama: Any = None
 
     def warm_up(self) -> None:
         if self._llama is None:
-            llama_cpp = require("llama_cpp", feature="llm backend llama-cpp", extra="llm")
+            try:
+                llama_cpp = require("llama_cpp", feature="llm backend llama-cpp", extra="llm")
+            except MissingExtraError as exc:
+                raise MissingExtraError(LLAMA_CPP_FEATURE, "llm", "llama_cpp") from exc
             self._llama = llama_cpp.Llama(model_path=self.cfg.gguf, n_ctx=4096, verbose=False)
 
     def _run(self, messages: list[Message], on_token: OnToken | None) -> str:

@@ -10,6 +10,7 @@ from ..stores.base import ScoredId
 from ..types import Hit
 from .fusion import rrf
 from .generate import Answer, Citation
+from .grounding import SentenceSupport, unsupported
 from .trace import Span
 from .transform import TransformResult
 
@@ -134,6 +135,8 @@ class QueryResult:
     citations: list[Citation] = field(default_factory=list)  # the [n] of the answer, mapped to chunks
     generator: str = ""  # who wrote the answer: extractive, openai, llama-cpp ("" = not generated)
     extractive: bool = False  # True when the answer quotes the sources (no language model)
+    support: list[SentenceSupport] = field(default_factory=list)  # a model's sentences, checked (Answer.support)
+    declined: bool = False  # the model answered that the sources do not contain the answer
     rerank_ms: float = 0.0
     generate_ms: float = 0.0
     total_ms: float = 0.0
@@ -144,13 +147,28 @@ class QueryResult:
         if answer is None:
             return cls(**kw)
         return cls(answer=answer.text, citations=list(answer.citations), generator=answer.backend,
-                   extractive=answer.extractive, **kw)
+                   extractive=answer.extractive, support=list(answer.support), declined=answer.declined, **kw)
+
+    @property
+    def unsupported(self) -> list[int]:
+        """Indices of the answer's sentences that no cited source supports (see ``Answer.unsupported``)."""
+        return unsupported(self.support)
+
+    def grounding(self) -> dict[str, Any] | None:
+        """How a model's answer stands on its sources (None for quotes and when nothing was generated)."""
+        if not self.generator or self.extractive:
+            return None
+        return {"checked": bool(self.support), "declined": self.declined, "unsupported": self.unsupported,
+                "sentences": [s.to_dict() for s in self.support]}
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON shape; ``grounding`` is there only for a model's answer (see ``grounding``)."""
         r = self.retrieval
+        grounding = self.grounding()
         return {
             "answer": self.answer,
             "citations": [c.to_dict() for c in self.citations],
+            **({"grounding": grounding} if grounding is not None else {}),
             "hits": [hit_dict(h) for h in self.hits],
             "timings": {
                 "branches": {name: t.to_dict() for name, t in r.branches.items()},

@@ -74,7 +74,7 @@ class Retriever:
         self.extractor = extractor
         self.transformer = transformer or create_transformer(settings)
         self.reranker = reranker if reranker is not None else create_reranker(settings.rerank)
-        self.generator = generator or create_generator(settings.llm)
+        self.generator = generator or create_generator(settings.llm, embedder)
         shards = stores.vectors.n_shards if stores.vectors is not None else 1
         # Branch bodies (and the other blocking calls) run in _pool, sized for a few concurrent queries;
         # shard searches run in _leaves, sized so one query's shards (and its sub-queries') overlap.
