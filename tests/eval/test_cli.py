@@ -38,7 +38,7 @@ def test_eval_json_and_run_files(tiny: Path, tmp_path: Path) -> None:
     report = json.loads(res.output)
     assert [a["name"] for a in report["ablations"]] == ["bm25", "hybrid"]
     assert report["ingest"]["ok"] == len((tiny / "corpus.jsonl").read_text().splitlines())
-    assert set(report["ablations"][0]["metrics"]) == {"ndcg@10", "recall@100", "mrr@10"}
+    assert set(report["ablations"][0]["metrics"]) == {"ndcg@10", "recall@100", "mrr@10", "hit@5", "all@10"}
     assert set(report["ablations"][0]["latency"]) >= {"p50_ms", "p95_ms", "p99_ms"}
     assert [Path(p).name for p in report["run_files"]] == ["run.bm25.trec", "run.hybrid.trec"]
     assert len(read_trec_run(tmp_path / "run.hybrid.trec")) == report["n_queries"]

@@ -13,7 +13,7 @@ import pytest
 
 from fanrag.errors import ConfigError
 from fanrag.eval.beir import DatasetError, load_beir, read_trec_run, write_trec_run
-from fanrag.eval.metrics import evaluate_run
+from fanrag.eval.metrics import DEFAULT_METRICS, evaluate_run
 from fanrag.eval.runner import (
     ABLATIONS,
     EvalReport,
@@ -156,7 +156,8 @@ def test_run_ablation_scores_documents_against_qrels_and_times_every_query(tmp_p
     report = EvalReport("ds", "test", 2, 100, [res])
     run_file = write_runs(report, tmp_path / "hybrid.trec")[0]
     assert run_file == tmp_path / "hybrid.trec"
-    assert evaluate_run(ds.qrels, read_trec_run(run_file)).mean == pytest.approx(res.metrics)
+    assert evaluate_run(ds.qrels, read_trec_run(run_file)).mean == pytest.approx(
+        {m: res.metrics[m] for m in DEFAULT_METRICS})
     report.ablations.append(res)
     assert [p.name for p in write_runs(report, tmp_path / "r.trec")] == ["r.hybrid.trec", "r.hybrid.trec"]
 
@@ -245,3 +246,41 @@ def test_the_default_row_uses_the_configured_branches() -> None:
     res = asyncio.run(run_ablation(retriever, ds, "default", (), None, {"da": "A"}, 10))
     assert retriever.calls[-1][1] == tuple(retriever.settings.retrieval.branches)
     assert res.branches == tuple(retriever.settings.retrieval.branches) and not res.rerank
+
+
+def test_hit_and_all_metrics_by_hand() -> None:
+    from fanrag.eval.metrics import evaluate_rankings
+
+    qrels = {"q1": {"a": 1, "b": 1}, "q2": {"c": 1}}
+    got = evaluate_rankings(qrels, {"q1": ["x", "a", "y", "b"], "q2": ["x", "y"]}, ["hit@1", "hit@2", "all@4", "all@3"])
+    assert got.per_query["q1"] == {"hit@1": 0.0, "hit@2": 1.0, "all@4": 1.0, "all@3": 0.0}
+    assert got.per_query["q2"] == {"hit@1": 0.0, "hit@2": 0.0, "all@4": 0.0, "all@3": 0.0}
+
+
+def test_a_file_corpus_is_judged_by_file_and_page(tmp_path: Path) -> None:
+    """A set whose corpus is a directory of documents: ingested as files, ranked by page."""
+    import shutil
+
+    from fanrag.engine import Engine
+    from fanrag.eval.runner import evaluate, open_engine
+
+    root = tmp_path / "ds"
+    (root / "pdfs").mkdir(parents=True)
+    (root / "qrels").mkdir()
+    shutil.copy(Path(__file__).parents[1] / "fixtures" / "three-pages.pdf", root / "pdfs" / "guide.pdf")
+    (root / "pdfs" / "notes.md").write_text("# Notes\n\nTea contains caffeine and antioxidants.\n")
+    (root / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "How are long PDFs split into page ranges?"})
+                                        + "\n" + json.dumps({"_id": "q2", "text": "What does tea contain?"}) + "\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tguide.pdf#page=3\t1\nq2\tnotes.md\t1\n")
+    assert load_beir(root).files
+    settings = Settings.load(home=tmp_path / "home", overrides={"pipeline": {"workers": 1}}, env={})
+    with Engine.open(settings=settings) as engine:
+        report = evaluate(engine, root, ["default"], k=10)
+    default = report.get("default")
+    # the whole 3-page PDF fits one chunk: it shows each of its pages, in order
+    assert [d for d, _ in default.rankings["q1"]][:3] == ["guide.pdf#page=1", "guide.pdf#page=2", "guide.pdf#page=3"]
+    assert [d for d, _ in default.rankings["q2"]][0] == "notes.md"
+    assert default.metrics["hit@5"] == 1.0 and default.metrics["mrr@10"] == pytest.approx((1 / 3 + 1) / 2)
+    engine, needs_ingest = open_engine(tmp_path / "home", root)  # every file current: read-only
+    engine.close()
+    assert not needs_ingest

@@ -1,7 +1,8 @@
 """Answer scores, for dev sets that ship gold answers (``answers.jsonl`` beside the BEIR files).
 
 Each line: ``{"_id": qid, "answer": [spans...], "answer_type": "span|multi-span|arithmetic|count|...",
-"gold_docs": [corpus _ids of the evidence]}`` (TAT-QA's layout; other fields are ignored).
+"gold_docs": [corpus _ids of the evidence]}`` (TAT-QA's layout; other fields are ignored; a file corpus
+gives ``gold_pages``, which then take the place of ``gold_docs``).
 
 Per question, against the answer the engine gives a user (its default configuration):
 
@@ -68,8 +69,10 @@ def load_answers(root: str | Path) -> dict[str, GoldAnswer]:
             try:
                 obj = json.loads(line)
                 spans = obj["answer"] if isinstance(obj["answer"], list) else [obj["answer"]]
+                # a file corpus judges pages: its evidence is gold_pages where the set gives them
+                evidence = obj.get("gold_pages") or obj.get("gold_docs", ())
                 out[str(obj["_id"])] = GoldAnswer(tuple(str(s) for s in spans), str(obj.get("answer_type", "")),
-                                                  tuple(str(d) for d in obj.get("gold_docs", ())))
+                                                  tuple(str(d) for d in evidence))
             except (ValueError, KeyError, TypeError) as exc:
                 raise DatasetError(f"{path}: line {n}: not an answer object ({exc})") from None
     return out

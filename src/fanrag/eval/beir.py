@@ -3,6 +3,11 @@
 A BEIR directory holds ``corpus.jsonl`` ({"_id", "title", "text"} per line), ``queries.jsonl``
 ({"_id", "text"}) and ``qrels/<split>.tsv`` (a ``query-id corpus-id score`` header, then one judgement
 per line). Only the queries that the split judges are kept: queries.jsonl usually holds every split.
+
+A *file corpus* replaces ``corpus.jsonl`` with a directory of documents (``corpus/``, ``pdfs/`` or
+``documents/``), ingested as a user would ingest them; its corpus ids are a file's path relative to that
+directory, with ``#page=N`` for a page of a paged document (``10k.pdf#page=41``): the evidence page is
+what such a set judges.
 """
 
 from __future__ import annotations
@@ -25,15 +30,30 @@ class BeirDataset:
     split: str
     queries: dict[str, str]  # qid -> text, judged queries only, in queries.jsonl order
     qrels: dict[str, dict[str, int]]  # qid -> corpus _id -> relevance level
+    corpus: Path = Path()  # corpus.jsonl, or a directory of documents (a file corpus)
 
     @property
-    def corpus(self) -> Path:
-        return self.root / "corpus.jsonl"
+    def files(self) -> bool:
+        """A directory of documents, judged by file (and page), rather than a corpus.jsonl."""
+        return self.corpus.is_dir()
+
+
+FILE_CORPUS_DIRS = ("corpus", "pdfs", "documents")
+
+
+def find_corpus(root: Path) -> Path:
+    if (root / "corpus.jsonl").is_file():
+        return root / "corpus.jsonl"
+    for name in FILE_CORPUS_DIRS:
+        if (root / name).is_dir():
+            return root / name
+    raise DatasetError(f"{root}: no corpus.jsonl and no directory of documents ({', '.join(FILE_CORPUS_DIRS)})")
 
 
 def load_beir(root: str | Path, split: str = "test") -> BeirDataset:
     root = Path(root)
-    for need in (root / "corpus.jsonl", root / "queries.jsonl", root / "qrels" / f"{split}.tsv"):
+    corpus = find_corpus(root)
+    for need in (root / "queries.jsonl", root / "qrels" / f"{split}.tsv"):
         if not need.is_file():
             raise DatasetError(f"{need}: missing (a BEIR directory needs corpus.jsonl, queries.jsonl, "
                                f"qrels/{split}.tsv)")
@@ -42,7 +62,7 @@ def load_beir(root: str | Path, split: str = "test") -> BeirDataset:
     missing = sorted(set(qrels) - set(queries))
     if missing:
         raise DatasetError(f"{root / 'queries.jsonl'}: {len(missing)} judged queries have no text, e.g. {missing[0]!r}")
-    return BeirDataset(root=root, split=split, queries=queries, qrels=qrels)
+    return BeirDataset(root=root, split=split, queries=queries, qrels=qrels, corpus=corpus)
 
 
 def _read_queries(path: Path) -> Iterable[tuple[str, str]]:

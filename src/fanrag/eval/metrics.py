@@ -6,6 +6,8 @@
     Recall@k = |relevant ∩ top k| / |relevant|         (trec_eval ``recall_k``; relevant = level >= 1)
     MRR@k    = 1 / rank of the first relevant document in the top k, 0 if none (ranx ``mrr@k``; trec_eval
                ``recip_rank`` on a run cut to k)
+    hit@k    = 1 if any relevant document is in the top k (success@k)
+    all@k    = 1 if every relevant document is in the top k (multi-hop: all gold passages retrieved)
 
 Two entry points: ``evaluate_rankings`` takes ranked lists as they are (the order fanrag returns), and
 ``evaluate_run`` takes ``{qid: {docid: score}}`` and orders it like trec_eval does (score descending,
@@ -52,10 +54,23 @@ def mrr_at_k(ranking: Sequence[str], rels: Mapping[str, int], k: int) -> float:
     return 0.0
 
 
+def hit_at_k(ranking: Sequence[str], rels: Mapping[str, int], k: int) -> float:
+    """1 if any relevant document is in the top k (success@k): "the evidence page is in the top 5"."""
+    return float(any(rels.get(d, 0) >= 1 for d in ranking[:k]))
+
+
+def all_at_k(ranking: Sequence[str], rels: Mapping[str, int], k: int) -> float:
+    """1 if every relevant document is in the top k: what a multi-hop question needs to be answerable."""
+    relevant = {d for d, r in rels.items() if r >= 1}
+    return float(bool(relevant) and relevant <= set(ranking[:k]))
+
+
 _METRICS: dict[str, Callable[[Sequence[str], Mapping[str, int], int], float]] = {
     "ndcg": ndcg_at_k,
     "recall": recall_at_k,
     "mrr": mrr_at_k,
+    "hit": hit_at_k,
+    "all": all_at_k,
 }
 
 

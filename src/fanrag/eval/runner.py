@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
 from ..ingest.freshness import is_current
@@ -54,6 +55,8 @@ ABLATIONS: dict[str, tuple[tuple[str, ...], bool | None]] = {
 Ablation = tuple[tuple[str, ...], bool | None]
 
 Ranked = list[tuple[str, float]]  # (document id, score), best first
+# hit@5: the evidence (a page of a filing) is in the top 5; all@10: every gold passage is in the top 10
+EVAL_METRICS = (*DEFAULT_METRICS, "hit@5", "all@10")
 OnQuery = Callable[[str, int, int], None]  # (ablation, done, total)
 
 
@@ -150,6 +153,49 @@ def to_external(ranked: Ranked, external: Mapping[str, str], k: int, drop: str =
     return [(d, s) for d, s in mapped if d != drop or not drop][:k]
 
 
+Namer = Callable[[Sequence[str]], list[list[str]]]  # chunk ids -> for each, the corpus ids it shows
+
+
+def doc_namer(external: Mapping[str, str]) -> Namer:
+    """A corpus.jsonl set: a chunk is judged as its document's BEIR ``_id``."""
+    return lambda chunk_ids: [[external.get(doc_of(c), doc_of(c))] for c in chunk_ids]
+
+
+class PageNamer:
+    """A file corpus: a chunk is judged as its file, relative to the corpus directory, with ``#page=N`` for
+    each page it spans, in order (``10k.pdf#page=41``, ``10k.pdf#page=42``): a reader handed the chunk
+    sees both pages' text. Looked up in the metadata store once per chunk."""
+
+    def __init__(self, meta: Any, root: Path) -> None:
+        self.meta = meta
+        self.root = root.resolve()
+        self._names: dict[str, list[str]] = {}
+        self._files: dict[str, str] = {}
+
+    def __call__(self, chunk_ids: Sequence[str]) -> list[list[str]]:
+        todo = [c for c in dict.fromkeys(chunk_ids) if c not in self._names]
+        if todo:
+            for cid, ch in self.meta.get_chunks(todo).items():
+                file = self._file(ch.doc_id)
+                pages = range(ch.page_start, max(ch.page_start, ch.page_end) + 1) if ch.page_start else ()
+                self._names[cid] = [f"{file}#page={n}" for n in pages] or [file]
+        return [self._names.get(c, [doc_of(c)]) for c in chunk_ids]
+
+    def _file(self, doc_id: str) -> str:
+        if doc_id not in self._files:
+            rec = self.meta.get_document(doc_id)
+            path = _path(rec.source or rec.uri) if rec is not None else None
+            rel = path.resolve().relative_to(self.root) if path and path.resolve().is_relative_to(self.root) else None
+            self._files[doc_id] = str(rel) if rel is not None else doc_id
+        return self._files[doc_id]
+
+
+def _path(uri: str) -> Path | None:
+    if not uri.startswith("file://"):
+        return None
+    return Path(unquote(urlsplit(uri).path, errors="surrogateescape"))
+
+
 @dataclass(frozen=True, slots=True)
 class _Run:
     branches: tuple[str, ...]
@@ -158,7 +204,7 @@ class _Run:
     generate: bool
 
 
-async def _one_query(retriever: Any, text: str, run: _Run) -> tuple[Ranked, float, QueryResult]:
+async def _one_query(retriever: Any, text: str, run: _Run, namer: Namer) -> tuple[Ranked, float, QueryResult]:
     # the latency is the engine's work only (retrieve, rerank and, on the answer row, generate), not the
     # deeper re-fusion below
     t0 = time.perf_counter()
@@ -166,42 +212,47 @@ async def _one_query(retriever: Any, text: str, run: _Run) -> tuple[Ranked, floa
                                               generate=run.generate)
     ms = (time.perf_counter() - t0) * 1000.0
     chunks = full_chunk_ranking(res, retriever.fuse(res.retrieval.lists))
-    return rank_documents((doc_of(c), s) for c, s in chunks), ms, res
+    names = namer([c for c, _ in chunks])
+    return rank_documents((n, s) for shown, (_, s) in zip(names, chunks, strict=True) for n in shown), ms, res
 
 
-def _score_answer(gold: GoldAnswer, res: QueryResult, external: Mapping[str, str]) -> AnswerScore:
+def _score_answer(gold: GoldAnswer, res: QueryResult, namer: Namer) -> AnswerScore:
     by_id = {h.chunk_id: h for h in res.hits}
     cited = [by_id[c.chunk_id] for c in res.citations if c.chunk_id in by_id]
-    return score_answer(gold, res.answer, [h.text for h in cited], [external.get(h.doc_id, h.doc_id) for h in cited])
+    return score_answer(gold, res.answer, [h.text for h in cited],
+                        [n for shown in namer([h.chunk_id for h in cited]) for n in shown])
 
 
 async def run_ablation(retriever: Any, dataset: BeirDataset, name: str, branches: tuple[str, ...],
-                       rerank: bool | None, external: Mapping[str, str], k: int, on_query: OnQuery | None = None,
-                       *, ignore_identical_ids: bool = False,
+                       rerank: bool | None, external: Mapping[str, str] | Namer, k: int,
+                       on_query: OnQuery | None = None, *, ignore_identical_ids: bool = False,
                        answers: Mapping[str, GoldAnswer] | None = None) -> AblationResult:
+    """One ablation over every query. ``external`` names what the set judges: a doc id -> BEIR ``_id``
+    mapping, or a ``Namer`` of chunk ids (a file corpus: ``PageNamer``)."""
+    namer = doc_namer(external) if isinstance(external, Mapping) else external
     run = _Run(branches, rerank, k, generate=bool(answers))
     queries = list(dataset.queries.items())
     if queries:  # warm-up, untimed: first calls load sessions and fill OS caches
-        await _one_query(retriever, queries[0][1], run)
+        await _one_query(retriever, queries[0][1], run, namer)
     rankings: dict[str, Ranked] = {}
     latencies: list[float] = []
     status: dict[str, Counter[str]] = {}
     scored_answers: dict[str, AnswerScore] = {}
     reranked = False
     for i, (qid, text) in enumerate(queries, start=1):
-        ranked, ms, res = await _one_query(retriever, text, run)
-        rankings[qid] = to_external(ranked, external, k, drop=qid if ignore_identical_ids else "")
+        ranked, ms, res = await _one_query(retriever, text, run, namer)
+        rankings[qid] = to_external(ranked, {}, k, drop=qid if ignore_identical_ids else "")
         latencies.append(ms)
         reranked = reranked or res.rerank.ok
         for b, t in res.retrieval.branches.items():
             status.setdefault(b, Counter())[t.status] += 1
         if answers and qid in answers:
-            scored_answers[qid] = _score_answer(answers[qid], res, external)
+            scored_answers[qid] = _score_answer(answers[qid], res, namer)
         if on_query:
             on_query(name, i, len(queries))
     qrels = {q: dataset.qrels[q] for q in dataset.queries}
     scored = evaluate_rankings(qrels, {q: [d for d, _ in ranked] for q, ranked in rankings.items()},
-                               DEFAULT_METRICS)
+                               EVAL_METRICS)
     used = branches or tuple(str(b) for b in retriever.settings.retrieval.branches)
     return AblationResult(name=name, branches=used, rerank=reranked, metrics=scored.mean,
                           latency=latency_summary(latencies), per_query=scored.per_query, rankings=rankings,
@@ -226,7 +277,8 @@ def open_engine(home: str | Path | None, dataset_dir: str | Path, split: str = "
         engine = Engine.open(home, mode="read")
     except StoreError:  # nothing indexed there yet
         return Engine.open(home), True
-    if is_current(engine.stores.meta, corpus):
+    files = sorted(p for p in corpus.rglob("*") if p.is_file()) if corpus.is_dir() else [corpus]
+    if files and all(is_current(engine.stores.meta, f) for f in files):
         return engine, False
     engine.close()
     return Engine.open(home), True
@@ -251,7 +303,9 @@ async def aevaluate(engine: Any, dataset_dir: str | Path, ablations: Sequence[st
         summary = await engine.aingest([dataset.corpus])
         info = {"ok": summary.ok, "unchanged": summary.unchanged, "failed": len(summary.failed),
                 "chunks": summary.chunks, "wall_s": round(summary.wall_s, 3)}
-    external = external_map(engine.stores.meta, corpus_ids(dataset.corpus))
+    external: Mapping[str, str] | Namer = (
+        PageNamer(engine.stores.meta, dataset.corpus) if dataset.files
+        else external_map(engine.stores.meta, corpus_ids(dataset.corpus)))
     retriever = engine.retriever
     report = EvalReport(dataset=str(dataset.root), split=split, n_queries=len(dataset.queries), k=k, ablations=[],
                         ingest=info, settings=_settings_info(engine.settings),

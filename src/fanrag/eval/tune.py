@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..retrieve.fusion import Fusion
 from ..retrieve.results import doc_of
 from ..settings import CONFIG_FILE
@@ -152,6 +153,9 @@ async def atune(engine: Any, dataset_dir: str | Path, seed: int = 0, *, limit: i
         # without the graph branch its weight changes nothing: do not triple the grid for it
         graph_weights = GRAPH_WEIGHTS if "graph" in fused else (float(cfg.weights.get("graph", 1.0)),)
         grid = build_grid(default, graph_weights=graph_weights)
+    if dataset.files:
+        raise ConfigError("dataset", f"{dataset.corpus}: tuning needs a corpus.jsonl set (a file corpus is "
+                                     "judged by page; use fanrag eval)")
     external = external_map(engine.stores.meta, corpus_ids(dataset.corpus))
     t0 = time.perf_counter()
     cache = await collect_lists(engine.retriever, dataset, max(p.branch_k for p in grid), branches=branches)
