@@ -275,6 +275,9 @@ class LLMSettings:
     temperature: NonNegativeFloat = 0.0
     system_prompt: str = ""  # empty = the built-in grounded, cited prompt
     check_support: bool = True  # check each answer sentence against the sources it cites (Answer.unsupported)
+    # extractive answer: passages embedded per question to pick them by meaning, each about the cost of one
+    # query embedding; 0 = by term overlap only (docs/llm.md)
+    extractive_embed: NonNegativeInt = 6
 
     _url = _required_for("url", "openai")
     _gguf = _required_for("gguf", "llama-cpp")

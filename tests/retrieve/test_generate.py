@@ -270,6 +270,9 @@ def test_records_and_table_rows_are_passages_under_their_headings() -> None:
         ("line", ("Israel: Government", "Capital"), "", "geographic coordinates: 31 46 N, 35 14 E"),
         ("line", ("Israel: Government", "Internet country code"), "", ".il"),
     ]
+    # a line that ends in a colon introduces what follows: prose, not a record
+    assert [(p.kind, p.headings) for p in passages("Note 4\n\nAccrued liabilities consist of the following:")] == [
+        ("sentence", ("Note 4",))]
     header = "Current assets | As Reported | Adjustments | Balances without Topic 606"
     assert [(p.kind, p.headings, p.header, p.text) for p in passages(TABLE)] == [
         ("row", ("Balance sheet",), header, "Inventories . | 1,571.7 | (3.1) | 1,568.6"),
@@ -311,6 +314,8 @@ def test_factory_and_retriever_give_the_generators_the_embedder(corpus: Any) -> 
     gen = create_generator(LLMSettings(), emb)
     assert isinstance(gen, ExtractiveGenerator) and gen.vectors is not None and gen.vectors.embedder is emb
     assert create_generator(LLMSettings()).vectors is None  # type: ignore[attr-defined]
+    assert create_generator(LLMSettings(extractive_embed=0), emb).vectors is None  # type: ignore[attr-defined]
+    assert create_generator(LLMSettings(extractive_embed=3), emb).scoring.max_embed == 3  # type: ignore[attr-defined]
     llm = create_generator(LLMSettings(backend="openai", url="http://127.0.0.1:9/v1"), emb)
     assert isinstance(llm, OpenAIGenerator) and llm.checker is not None and llm.checker.vectors is not None
     assert llm.checker.vectors.embedder is emb
@@ -494,3 +499,13 @@ def test_figures_are_compared_as_numbers() -> None:
         "Inventories without Topic 606 were 1568.6 [1]. Inventories without Topic 606 were 1,586.6 [1].", table)
     assert same.supported  # "1,568.6" in the table
     assert (changed.supported, changed.reason) == (False, "numbers not in the cited sources: 1586.6")
+
+
+def test_a_row_is_quoted_with_its_column_names_when_it_has_them() -> None:
+    from fanrag.retrieve.extractive import render_row
+    from fanrag.retrieve.text import Passage
+
+    row = "Lease liabilities | (12) | (104)"
+    assert render_row(Passage(row, "row", 0, (), "| 2019 | 2018")) == "Lease liabilities: 2019 (12), 2018 (104)"
+    assert render_row(Passage(row, "row", 0, (), "Item | |")) == row  # nameless columns: as it is
+    assert render_row(Passage(row, "row", 0, (), "Item | 2019")) == row  # cells and names do not line up

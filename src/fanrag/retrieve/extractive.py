@@ -70,7 +70,7 @@ def render_row(p: Passage) -> str:
     cells = [c.strip() for c in p.text.split("|")]
     names = [c.strip() for c in p.header.split("|")]
     label = cells[0].rstrip(" .")
-    if len(names) != len(cells):
+    if len(names) != len(cells) or not any(names[1:]):  # no column names to show: the row as it is
         return p.text
     pairs = [f"{name} {cell}".strip() for name, cell in zip(names[1:], cells[1:], strict=True) if cell]
     return f"{label}: {', '.join(pairs)}" if label else ", ".join(pairs)

@@ -108,7 +108,9 @@ class ExtractiveGenerator:
 
     @classmethod
     def from_settings(cls, cfg: LLMSettings, embedder: Embedder | None = None) -> ExtractiveGenerator:
-        return cls(embedder)
+        if cfg.extractive_embed == 0:
+            return cls()
+        return cls(embedder, scoring=Scoring(max_embed=cfg.extractive_embed))
 
     def generate(self, query: str, sources: Sequence[Hit], on_token: OnToken | None = None) -> Answer:
         cands = candidates([hit.text for hit in sources], self.limits)

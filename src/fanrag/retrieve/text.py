@@ -108,7 +108,8 @@ def dedupe(items: Iterable[str]) -> list[str]:
 
 PassageKind = Literal["sentence", "line", "row"]
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-_RECORD = re.compile(r"^(?:[-*\u2022]\s+|\d{1,3}[.)]\s+)?[^:|]{1,60}:(?:\s+\S|$)")  # "key: value", "- item: x"
+# "key: value", "- item: x"; a line ending in a colon introduces what follows and is prose
+_RECORD = re.compile(r"^(?:[-*\u2022]\s+|\d{1,3}[.)]\s+)?[^:|]{1,60}:\s+\S")
 _LIST_ITEM = re.compile(r"^(?:[-*\u2022]|\d{1,3}[.)])\s+\S")
 _TITLE_WORDS = 10  # a lone line this short, without a full stop, titles what follows
 
