@@ -118,8 +118,9 @@ def test_llama_cpp_backend_needs_the_llm_extra_or_a_model(tmp_path: Any) -> None
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
-        with pytest.raises(MissingExtraError, match=r"fanrag\[llm\]"):
+        with pytest.raises(MissingExtraError, match=r"fanrag\[llm\]") as exc:
             gen.generate("q", SOURCES)
+        assert "compiles llama.cpp from source" in str(exc.value) and "docs/llm.md" in str(exc.value)
     else:
         with pytest.raises(ValueError):  # llama-cpp refuses a model path that does not exist
             gen.generate("q", SOURCES)
@@ -270,6 +271,8 @@ def test_records_and_table_rows_are_passages_under_their_headings() -> None:
         ("line", ("Israel: Government", "Capital"), "", "geographic coordinates: 31 46 N, 35 14 E"),
         ("line", ("Israel: Government", "Internet country code"), "", ".il"),
     ]
+    assert [(p.header, p.text) for p in passages("| Year | Sales |\n|---|:--:|\n| 2019 | 12 |")] == [
+        ("Year | Sales", "2019 | 12")]  # a Markdown table's rule is no row
     # a line that ends in a colon introduces what follows: prose, not a record
     assert [(p.kind, p.headings) for p in passages("Note 4\n\nAccrued liabilities consist of the following:")] == [
         ("sentence", ("Note 4",))]

@@ -112,6 +112,7 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _RECORD = re.compile(r"^(?:[-*\u2022]\s+|\d{1,3}[.)]\s+)?[^:|]{1,60}:\s+\S")
 _LIST_ITEM = re.compile(r"^(?:[-*\u2022]|\d{1,3}[.)])\s+\S")
 _TITLE_WORDS = 10  # a lone line this short, without a full stop, titles what follows
+_RULE = re.compile(r"^[\s|:\-]+$")  # a Markdown table's |---|:--:| line
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +188,8 @@ def passages(text: str) -> list[Passage]:
         headings = tuple(t for _, t in path)
         if _is_table(lines):
             header = _table_row(lines[0])
-            out.extend(Passage(_table_row(ln), "row", block_no, headings, header) for ln in lines[1:])
+            out.extend(Passage(_table_row(ln), "row", block_no, headings, header) for ln in lines[1:]
+                       if not _RULE.match(ln))
         elif _is_records(lines, bool(path)) or (stripped and len(lines) == 1 and _short_value(lines[0])):
             out.extend(Passage(" ".join(ln.split()), "line", block_no, headings) for ln in lines)
         else:
