@@ -16,6 +16,12 @@ if command -v npm >/dev/null 2>&1; then
     npm ci --prefix tests/jobs/node --no-audit --no-fund --loglevel=error \
         || echo "npm ci --prefix tests/jobs/node failed: the BullMQ tests with a Node.js producer will skip" >&2
 fi
+# Debian's chromium for the web UI test (tests/server/test_ui.py drives it with Playwright; never
+# `playwright install`). Without it, or without root and apt, that test skips and says why.
+if ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+        || echo "apt-get install chromium failed: the web UI test will skip" >&2
+fi
 set +e
 python -m pytest -q "$@"
 rc=$?

@@ -24,6 +24,7 @@ from schemathesis.checks import not_a_server_error
 pytestmark = pytest.mark.slow
 
 EXAMPLES = 100  # per operation, positive and negative together
+ENDLESS = {"GET /events/ingest"}  # a stream that never ends: its one input, the token, is tested elsewhere
 
 
 def fuzz(url: str, headers: dict[str, str] | None) -> list[str]:
@@ -32,6 +33,8 @@ def fuzz(url: str, headers: dict[str, str] | None) -> list[str]:
     fuzzed = []
     for result in schema.get_all_operations():
         operation = result.ok()
+        if operation.label in ENDLESS:
+            continue
         cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
                           operation.as_strategy(GenerationMode.NEGATIVE))
 
@@ -51,9 +54,9 @@ def test_no_request_with_the_token_is_a_server_error(server: Any) -> None:
     # documents to find, list and delete first; the root's symlink out is refused, not read
     r = httpx.post(server.url + "/ingest", json={"paths": [""]}, headers=server.auth, timeout=300)
     assert r.status_code == 200 and r.json()["ok"] == 3, r.text
-    assert len(fuzz(server.url, server.auth)) == 6
+    assert len(fuzz(server.url, server.auth)) == 9
 
 
 @pytest.mark.timeout(1800)
 def test_no_anonymous_request_is_a_server_error(server: Any) -> None:
-    assert len(fuzz(server.url, None)) == 6
+    assert len(fuzz(server.url, None)) == 9

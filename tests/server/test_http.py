@@ -8,7 +8,7 @@ import httpx
 
 from fanrag.settings import Settings
 
-QUERY_KEYS = {"answer", "citations", "hits", "timings", "rerank", "transform"}
+QUERY_KEYS = {"answer", "citations", "hits", "timings", "spans", "rerank", "transform"}
 
 
 def post(server: Any, path: str, **kw: Any) -> httpx.Response:
@@ -18,7 +18,8 @@ def post(server: Any, path: str, **kw: Any) -> httpx.Response:
 def test_health_and_openapi(server: Any) -> None:
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok", "writes": True}
     spec = httpx.get(server.url + "/openapi.json").json()
-    assert {"/query", "/ingest", "/documents", "/documents/{doc_id}", "/healthz", "/metrics"} <= set(spec["paths"])
+    assert {"/query", "/ingest", "/documents", "/documents/{doc_id}", "/healthz", "/metrics", "/events/ingest",
+            "/v1/chat/completions", "/v1/models"} <= set(spec["paths"])
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
 
 

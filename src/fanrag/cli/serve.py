@@ -1,4 +1,4 @@
-"""``fanrag serve``: the HTTP API (extra ``server``) under uvicorn.
+"""``fanrag serve``: the HTTP API and the web UI (extra ``server``) under uvicorn.
 
 The index opens before uvicorn starts, so a home another process writes to (IndexLocked) or a bad
 setting is one line and a non-zero exit, not an application-startup traceback.
@@ -14,6 +14,8 @@ from ..errors import require
 from ..settings import Settings
 from .options import home_option
 
+SHUTDOWN_GRACE_S = 3
+
 
 @click.command("serve")
 @home_option
@@ -28,7 +30,7 @@ from .options import home_option
               help="POST /ingest may read server-side paths under this directory only.")
 def serve(home: str | None, host: str | None, port: int | None, token: str | None, read_token: str | None,
           ingest_root: str | None) -> None:
-    """Serve query, ingest and document endpoints over HTTP."""
+    """Serve the query, ingest and document endpoints, an OpenAI-compatible /v1 and the web UI over HTTP."""
     given = {"host": host, "port": port, "token": token, "read_token": read_token, "ingest_root": ingest_root}
     settings = Settings.load(home=home, overrides={"server": {k: v for k, v in given.items() if v is not None}})
     uvicorn = require("uvicorn", feature="fanrag serve", extra="server")
@@ -41,8 +43,10 @@ def serve(home: str | None, host: str | None, port: int | None, token: str | Non
     with open_engine(settings) as engine:  # IndexLocked here is one line (the CLI's error), exit 1
         click.echo(f"fanrag: serving {settings.home} on http://{cfg.host}:{cfg.port} "
                    f"(writes {'enabled' if cfg.token else 'disabled: no token'}, "
-                   f"reads {'need a token' if cfg.read_token else 'open'})", err=True)
-        uvicorn.run(create_app(settings, engine), host=cfg.host, port=cfg.port, log_level="info")
+                   f"reads {'need a token' if cfg.read_token else 'open'}); web UI at /", err=True)
+        # Streams (answers, the ingest events) stay open: on shutdown they get a few seconds to end.
+        uvicorn.run(create_app(settings, engine), host=cfg.host, port=cfg.port, log_level="info",
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 
 
 def _loopback(host: str) -> bool:

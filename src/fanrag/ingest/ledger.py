@@ -21,7 +21,7 @@ import numpy as np
 from ..ids import document_id
 from .assemble import Ready
 from .sources import SourceFile, SourceOutcomes, SourcePlan
-from .summary import IngestSummary, NullProgress, Progress
+from .summary import IngestSummary, Progress, with_defaults
 from .work import PartResult, Piece
 from .writer import IndexWriter
 
@@ -54,7 +54,7 @@ class SourceLedger:
         self.summary = IngestSummary(stages=writer.stages)  # the writer times its writes into the summary
         self._writer = writer
         self._outcomes = outcomes
-        self._progress = progress or NullProgress()
+        self._progress = with_defaults(progress)
         self._states: dict[str, SourceState] = {}
         self._recorded: set[str] = set()  # sources whose outcome is recorded
 
@@ -92,6 +92,14 @@ class SourceLedger:
         state.parts_left -= 1
         return result.pieces
 
+    def embedding(self, pieces: Sequence[Piece], queued: int) -> None:
+        """A batch goes to the embedder, ``queued`` part results behind it (told to the progress only)."""
+        self._progress.embedding(len(pieces), _chunks(pieces), queued)
+
+    def embedded(self, pieces: Sequence[Piece], seconds: float) -> None:
+        """That batch's vectors are back (told to the progress only)."""
+        self._progress.embedded(len(pieces), _chunks(pieces), seconds)
+
     def admit(self, ready: Ready) -> bool:
         """Whether an assembled document goes to the writer: one with nothing to index (e.g. a split PDF
         whose pages are all images) is a failure of that document instead."""
@@ -128,6 +136,7 @@ class SourceLedger:
     async def fail(self, state: SourceState, reason: str) -> None:
         """The source failed as a whole; ``reason`` is one line that names the file."""
         self.summary.failed.append((state.src.path, _strip_path(reason, state.src.path)))
+        self._progress.failed(*self.summary.failed[-1])
         await self._writer.record_failed(state.src, reason)
         self._tell(state.src, reason)
 
@@ -156,6 +165,8 @@ class SourceLedger:
         if state.error:
             return await self.fail(state, state.error)
         self.summary.failed.extend((uri, _strip_path(reason, uri)) for uri, reason in state.failures)
+        for uri, reason in state.failures:
+            self._progress.failed(uri, _strip_path(reason, uri))
         self.summary.removed += await self._writer.record_done(
             state.src, state.plan.content_hash, state.failures, state.seen_docs)
         self._tell(state.src, state.failures[0][1] if state.failures else None)
@@ -190,3 +201,7 @@ def _strip_path(reason: str, path: str) -> str:
         if reason.startswith(prefix):
             return reason[len(prefix):]
     return reason
+
+
+def _chunks(pieces: Sequence[Piece]) -> int:
+    return sum(len(p.chunks) for p in pieces)

@@ -133,6 +133,7 @@ class IngestPipeline:
                 if not pending:
                     slots.release()
                     continue
+                ledger.embedding(pending, inp.qsize())
                 task = tg.create_task(self._embed(ledger, pending))
                 task.add_done_callback(lambda _: slots.release())
                 handoff.put_nowait(task)
@@ -163,6 +164,7 @@ class IngestPipeline:
         t = time.perf_counter()
         vectors = await self.executor.embed(texts) if texts else np.zeros((0, 0), np.float32)
         ledger.summary.stages.embed += time.perf_counter() - t
+        ledger.embedded(pieces, time.perf_counter() - t)
         return list(zip(pieces, split_rows(vectors, (len(p.chunks) for p in pieces)), strict=True))
 
     # ------------------------------------------------------------------ stage 3: assemble + write

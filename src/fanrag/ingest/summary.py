@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 
 @dataclass
@@ -63,6 +63,22 @@ class Progress(Protocol):
     def unchanged(self, docs: int) -> None: ...
 
 
+class StageProgress(Progress, Protocol):
+    """A display that also follows the embedding stage and each failure (the server's ingest view). These
+    events are optional: subclass ``NullProgress`` for no-op defaults; a ``Progress`` without them gets
+    no-ops from ``with_defaults``."""
+
+    def embedding(self, docs: int, chunks: int, queued: int) -> None:
+        """A batch of ``chunks`` chunks of ``docs`` documents (or parts of one) goes to the embedder;
+        ``queued`` part results wait for the next batch."""
+
+    def embedded(self, docs: int, chunks: int, seconds: float) -> None:
+        """That batch's vectors are back after ``seconds``."""
+
+    def failed(self, source: str, reason: str) -> None:
+        """A source, or one document of it (a collection's entry), failed: its one-line reason."""
+
+
 class NullProgress:
     def planned(self, parts: int) -> None:
         pass
@@ -75,3 +91,33 @@ class NullProgress:
 
     def unchanged(self, docs: int) -> None:
         pass
+
+    def embedding(self, docs: int, chunks: int, queued: int) -> None:
+        pass
+
+    def embedded(self, docs: int, chunks: int, seconds: float) -> None:
+        pass
+
+    def failed(self, source: str, reason: str) -> None:
+        pass
+
+
+STAGE_EVENTS = ("embedding", "embedded", "failed")
+
+
+def with_defaults(progress: Progress | None) -> StageProgress:
+    """``progress`` with every event: the optional ones it lacks (it predates them) become no-ops."""
+    if progress is None:
+        return NullProgress()
+    if all(hasattr(progress, name) for name in STAGE_EVENTS):
+        return cast(StageProgress, progress)  # it has them all
+    return _Filled(progress)
+
+
+class _Filled(NullProgress):
+    """A ``Progress`` without some stage events: the events it has, and no-ops for the rest."""
+
+    def __init__(self, inner: Progress) -> None:
+        for name in ("planned", "part_done", "committed", "unchanged", *STAGE_EVENTS):
+            if hasattr(inner, name):
+                setattr(self, name, getattr(inner, name))

@@ -16,9 +16,11 @@ import asyncio
 import contextvars
 import functools
 import logging
+import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -30,6 +32,7 @@ from .factory import create_generator, create_reranker, create_transformer
 from .fusion import Fusion
 from .generate import Answer, ExtractiveGenerator, Generator, OnToken
 from .order import lost_in_the_middle
+from .phases import Done, Phase, Sources, Token
 from .rerank import CachedReranker
 from .results import STATUS_TIMEOUT, BranchTiming, QueryResult, RankedList, RerankInfo, RetrievalResult
 from . import trace
@@ -249,8 +252,12 @@ class Retriever:
                         hits[i].metadata) for i in order]
         return reranked, RerankInfo(backend, "ok", model, scored=len(hits) - cached, cached=cached)
 
+    def numbered(self, top: Sequence[Hit]) -> list[Hit]:
+        """``top`` in the order the generator numbers its sources [1]..[n], which its citations refer to."""
+        return lost_in_the_middle(top) if self.generator.litm else list(top)
+
     async def _generate(self, query: str, top: list[Hit], on_token: OnToken | None) -> Answer:
-        sources = lost_in_the_middle(top) if self.generator.litm else top
+        sources = self.numbered(top)
         try:
             return await self._thread(self.generator.generate, query, sources, on_token)
         except Exception as exc:  # noqa: BLE001 - an LLM outage still returns a (labelled) extractive answer
@@ -265,6 +272,45 @@ class Retriever:
         """Retrieve, rerank, keep ``top_n`` and answer with citations. ``rerank=False`` skips a configured
         reranker for this query (``None``: as configured)."""
         rec = trace.Recorder()
+        ranked = await self._rank(text, branches, top_n, rerank, rec)
+        g0 = time.perf_counter()
+        answer = await self._generate(ranked.retrieval.query, ranked.top, on_token) if generate else None
+        return self._result(ranked, answer, g0, rec)
+
+    async def astream(self, text: str, *, branches: Sequence[str] | None = None, top_n: int | None = None,
+                      generate: bool = True, rerank: bool | None = None) -> AsyncGenerator[Phase, None]:
+        """``aquery`` in phases (``phases.py``): ``Sources`` before generation starts, a ``Token`` per delta
+        the generator streams, then ``Done`` with the ``QueryResult``. A model that fails is replaced by the
+        labelled extractive answer, as in ``aquery``, sent as one more token. Closing the iterator early
+        stops a streaming model at its next delta."""
+        rec = trace.Recorder()
+        ranked = await self._rank(text, branches, top_n, rerank, rec)
+        query = ranked.retrieval.query
+        yield Sources(query, self.numbered(ranked.top), ranked.top, ranked.retrieval, ranked.rerank, rec.snapshot())
+        g0 = time.perf_counter()
+        answer: Answer | None = None
+        if generate:
+            stop = threading.Event()
+            deltas: asyncio.Queue[str | None] = asyncio.Queue()
+            task = asyncio.ensure_future(self._generate(query, ranked.top, _relay(deltas, stop)))
+            # the deltas were queued from the model's thread before its result: None comes after them
+            task.add_done_callback(lambda _: deltas.put_nowait(None))
+            streamed = False
+            try:
+                while (delta := await deltas.get()) is not None:
+                    streamed = True
+                    yield Token(delta)
+                answer = await task
+            finally:
+                stop.set()
+                task.cancel()
+            if answer.backend != self.generator.name:  # the model failed: its replacement was not streamed
+                yield Token(("\n\n" if streamed else "") + answer.text)
+        yield Done(self._result(ranked, answer, g0, rec))
+
+    async def _rank(self, text: str, branches: Sequence[str] | None, top_n: int | None, rerank: bool | None,
+                    rec: trace.Recorder) -> _Ranked:
+        """Every step before the answer: retrieve, rerank (unless ``rerank=False``), keep ``top_n``."""
         t0 = rec.t0
         top_n = top_n or self.settings.retrieval.top_n
         if not 1 <= top_n <= self.settings.retrieval.candidates:
@@ -279,13 +325,16 @@ class Retriever:
             ranked, rerank_info = await self._rerank(r.query, r.hits)
         rerank_ms = _ms(r0)
         rec.add("rerank", _ms(t0) - rerank_ms, _ms(t0), rerank_info.status)
-        top = ranked[:top_n]
-        g0 = time.perf_counter()
-        answer = await self._generate(r.query, top, on_token) if generate else None
-        if generate:
+        return _Ranked(r, ranked, ranked[:top_n], rerank_info, rerank_ms)
+
+    def _result(self, ranked: _Ranked, answer: Answer | None, g0: float, rec: trace.Recorder) -> QueryResult:
+        """The query's result; ``answer`` is None when generation was not asked for (it started at ``g0``)."""
+        t0 = rec.t0
+        if answer is not None:
             rec.add("generate", (g0 - t0) * 1000.0, _ms(t0))
-        return QueryResult.build(answer, query=r.query, hits=top, candidates=ranked, retrieval=r, rerank=rerank_info,
-                                 rerank_ms=rerank_ms, generate_ms=_ms(g0) if generate else 0.0, total_ms=_ms(t0),
+        return QueryResult.build(answer, query=ranked.retrieval.query, hits=ranked.top, candidates=ranked.ranked,
+                                 retrieval=ranked.retrieval, rerank=ranked.rerank, rerank_ms=ranked.rerank_ms,
+                                 generate_ms=_ms(g0) if answer is not None else 0.0, total_ms=_ms(t0),
                                  spans=rec.snapshot())
 
     def query(self, text: str, **kw: Any) -> QueryResult:
@@ -301,3 +350,27 @@ class Retriever:
         """Stop the thread pools (a branch still running past its timeout finishes on its own)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._leaves.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ranked:
+    """A query up to its answer: the retrieval, every candidate reranked, and the top_n kept."""
+
+    retrieval: RetrievalResult
+    ranked: list[Hit]
+    top: list[Hit]
+    rerank: RerankInfo
+    rerank_ms: float
+
+
+def _relay(deltas: asyncio.Queue[str | None], stop: threading.Event) -> OnToken:
+    """An ``on_token`` for the model's thread: each delta into ``deltas`` on the event loop's thread;
+    once ``stop`` is set (the reader went away) the next delta raises, which ends the model's stream."""
+    loop = asyncio.get_running_loop()
+
+    def on_token(delta: str) -> None:
+        if stop.is_set():
+            raise QueryError("the streamed answer's reader went away")
+        loop.call_soon_threadsafe(deltas.put_nowait, delta)
+
+    return on_token

@@ -1,9 +1,14 @@
 """The HTTP API: ``create_app(settings) -> FastAPI``.
 
-    POST   /query              {query, top_n?, branches?, generate?} -> QueryResult.to_dict()       (read)
+    POST   /query              {query, top_n?, branches?, generate?, stream?} -> QueryResult.to_dict(),
+                               or with stream: server-sent events (answers.py)                      (read)
     POST   /ingest             multipart upload, or JSON {paths: [...]} under server.ingest_root   (token)
     GET    /documents          committed documents (filter by status; paged)                       (read)
+    GET    /documents/{id}     one document and a window of its chunks (the UI's citation view)     (read)
     DELETE /documents/{id}                                                                       (token)
+    GET    /events/ingest      the server's ingest runs as they happen, server-sent events          (read)
+    POST   /v1/chat/completions, GET /v1/models   OpenAI-compatible (openai_compat.py)             (read)
+    GET    /                   the web UI (static files, ui.py): no data in it, open like /docs
     GET    /healthz, /metrics  (Prometheus text; read), /docs and /openapi.json
 
 Write endpoints need ``Authorization: Bearer <server.token>``; with no token configured they are off
@@ -19,10 +24,9 @@ by absolute server path. docs/security.md states the model.
 from __future__ import annotations
 
 import asyncio
-import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from ..errors import ConfigError, FanragError, MissingExtraError, QueryError
@@ -30,24 +34,31 @@ from ..settings import Settings
 from ..types import BranchName
 
 try:
-    from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+    from fastapi import FastAPI, HTTPException, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import Response
-    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("the HTTP server", "server", exc.name) from exc
 
+from . import ui
+from .answers import open_phases, query_events
 from .files import IngestPaths, SourceView, confined_paths, save_uploads
 from .http import BodyLimit, SafeJSONResponse, parse_json
+from .ingest_events import IngestMonitor
 from .metrics import Metrics
+from .openai_compat import openai_error
+from .openai_compat import router as openai_router
+from .sse import KEEPALIVE, event_stream, frame
+from .state import READS, WRITES, AppState, StateDep
 
 if TYPE_CHECKING:
     from ..engine import Engine
     from ..ingest.sources import PathSource
 
 MAX_OFFSET = 2**63 - 1  # the SQL stores' bigint: a larger OFFSET is a 422, not an overflow
+DocId = Annotated[str, Path(max_length=128, pattern=r"^[\w.:-]+$")]
 
 
 class QueryRequest(BaseModel):
@@ -57,15 +68,8 @@ class QueryRequest(BaseModel):
                               description="chunks kept for the answer; at most retrieval.candidates")
     branches: list[BranchName] | None = None
     generate: bool = True
-
-
-@dataclass
-class _State:
-    settings: Settings
-    engine: Engine
-    metrics: Metrics
-    view: SourceView
-    write_lock: asyncio.Lock  # one ingest/delete at a time: the stores have one writer
+    stream: bool = Field(default=False, description="answer as server-sent events: sources, tokens, timings, "
+                                                    "done (or error)")
 
 
 def open_engine(settings: Settings) -> Engine:
@@ -76,41 +80,6 @@ def open_engine(settings: Settings) -> Engine:
     return Engine.open(settings=settings, mode="write" if settings.server.token else "read")
 
 
-def _state(request: Request) -> _State:
-    return request.app.state.fanrag
-
-
-StateDep = Annotated[_State, Depends(_state)]
-Credentials = Annotated[HTTPAuthorizationCredentials | None,
-                        Depends(HTTPBearer(auto_error=False, description="server.token (writes) or "
-                                           "server.read_token (reads, when set)"))]
-
-
-def _holds(creds: HTTPAuthorizationCredentials | None, *tokens: str) -> bool:
-    given = creds.credentials.encode() if creds is not None else b""
-    return any(t and hmac.compare_digest(given, t.encode()) for t in tokens)
-
-
-def _unauthorized(what: str) -> HTTPException:
-    return HTTPException(401, f"missing or wrong bearer token ({what})", headers={"WWW-Authenticate": "Bearer"})
-
-
-def _writer(st: StateDep, creds: Credentials) -> None:
-    """Guard of the write endpoints: 403 when writes are off, 401 without the right bearer token."""
-    token = st.settings.server.token
-    if not token:
-        raise HTTPException(403, "writes are disabled: start the server with a token (server.token)")
-    if not _holds(creds, token):
-        raise _unauthorized("server.token")
-
-
-def _reader(st: StateDep, creds: Credentials) -> None:
-    """Guard of the read endpoints: open unless server.read_token is set; the write token reads too."""
-    cfg = st.settings.server
-    if cfg.read_token and not _holds(creds, cfg.read_token, cfg.token):
-        raise _unauthorized("server.read_token")
-
-
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """The API over ``settings.home``. Without ``engine`` the index opens when the app starts (lifespan)
     and closes with it; ``fanrag serve`` opens it first (a locked home is one line, not a traceback) and
@@ -119,7 +88,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = engine if engine is not None else await asyncio.to_thread(open_engine, settings)
-        app.state.fanrag = _State(settings, opened, Metrics(), SourceView(settings), asyncio.Lock())
+        view = SourceView(settings)
+        app.state.fanrag = AppState(settings, opened, Metrics(), view, asyncio.Lock(), IngestMonitor(view))
         try:
             yield
         finally:
@@ -130,15 +100,22 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                   description="Retrieval-augmented generation, parallel by design.")
     app.add_middleware(BodyLimit, limit=settings.server.max_upload_mb << 20)
     _error_handlers(app)
-    reads = [Depends(_reader)]
-    writes = [Depends(_writer)]
+    app.include_router(openai_router)
+    app.include_router(ui.router)
+    ui.mount(app)
+    reads, writes = READS, WRITES
 
-    @app.post("/query", summary="Answer a question with cited sources", dependencies=reads)
-    async def query(req: QueryRequest, st: StateDep) -> dict[str, Any]:
+    @app.post("/query", summary="Answer a question with cited sources", dependencies=reads, response_model=None,
+              responses={200: {"content": {"text/event-stream": {}}}})
+    async def query(req: QueryRequest, st: StateDep) -> Any:
         candidates = st.settings.retrieval.candidates
         if req.top_n is not None and req.top_n > candidates:  # the retriever ranks no more than that
             raise HTTPException(422, f"top_n {req.top_n} is above retrieval.candidates ({candidates}), the "
                                      "most chunks a query ranks")
+        if req.stream:
+            first, phases = await open_phases(st, req.query, branches=req.branches, top_n=req.top_n,
+                                              generate=req.generate)
+            return event_stream(query_events(st, first, phases))
         try:
             result = await st.engine.aquery(req.query, branches=req.branches, top_n=req.top_n,
                                                generate=req.generate)
@@ -155,8 +132,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                       "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}})
     async def ingest(request: Request, st: StateDep) -> dict[str, Any]:
         source = await _ingest_source(request, st.settings)  # validated and deduplicated before the lock
-        async with st.write_lock:
-            summary = source.report(await st.engine.aingest(source)).to_dict()
+        with st.ingests.run(_label(source, st.view)) as progress:
+            async with st.write_lock:
+                progress.start()
+                summary = source.report(await st.engine.aingest(source, progress=progress)).to_dict()
+            progress.finish(summary)
         st.metrics.observe_ingest(summary)
         return summary
 
@@ -168,9 +148,30 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         recs = await asyncio.to_thread(st.engine.stores.meta.documents, status, None, limit, offset)
         return {"documents": [st.view.document(asdict(r)) for r in recs], "limit": limit, "offset": offset}
 
+    @app.get("/documents/{doc_id}", summary="A document and a window of its committed chunks", dependencies=reads)
+    async def document(doc_id: DocId, st: StateDep,
+                       around: Annotated[str | None, Query(max_length=200, description="a chunk id: the window "
+                                                           "is centred on it")] = None,
+                       limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                       offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict[str, Any]:
+        found = await asyncio.to_thread(_chunk_window, st, doc_id, around, limit, offset)
+        if found is None:
+            raise HTTPException(404, f"no document {doc_id!r}" if around is None else
+                                f"no chunk {around!r} in document {doc_id!r}")
+        return found
+
+    @app.get("/events/ingest", summary="Ingest runs as they happen (server-sent events: state)",
+             dependencies=reads, response_class=Response,
+             responses={200: {"content": {"text/event-stream": {}}, "description": "event: state, repeated"}})
+    async def ingest_events(st: StateDep) -> Response:
+        async def frames() -> AsyncIterator[bytes]:
+            async for state in st.ingests.states():
+                yield KEEPALIVE if state is None else frame("state", state)
+
+        return event_stream(frames())
+
     @app.delete("/documents/{doc_id}", summary="Delete a document everywhere", dependencies=writes)
-    async def delete_document(doc_id: Annotated[str, Path(max_length=128, pattern=r"^[\w.:-]+$")],
-                              st: StateDep) -> dict[str, Any]:
+    async def delete_document(doc_id: DocId, st: StateDep) -> dict[str, Any]:
         if await asyncio.to_thread(st.engine.stores.meta.get_document, doc_id) is None:
             raise HTTPException(404, f"no document {doc_id!r}")
         async with st.write_lock:
@@ -194,24 +195,29 @@ def _error_handlers(app: FastAPI) -> None:
     when the input they echo cannot be encoded), anything else as a bare 500 (the traceback is logged)."""
 
     @app.exception_handler(FanragError)
-    async def fanrag_error(_request: Request, exc: FanragError) -> SafeJSONResponse:
+    async def fanrag_error(request: Request, exc: FanragError) -> SafeJSONResponse:
         status = 400 if isinstance(exc, QueryError | ConfigError) else 500
-        return SafeJSONResponse({"detail": str(exc)}, status_code=status)
+        return _error(request, status, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code in (204, 304):
             return Response(status_code=exc.status_code, headers=exc.headers)
-        return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return _error(request, exc.status_code, exc.detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> SafeJSONResponse:
-        return SafeJSONResponse({"detail": _errors(exc.errors())}, status_code=422)
+    async def invalid(request: Request, exc: RequestValidationError) -> SafeJSONResponse:
+        return _error(request, 422, _errors(exc.errors()))
 
     @app.exception_handler(Exception)
-    async def internal(_request: Request, exc: Exception) -> SafeJSONResponse:
-        return SafeJSONResponse({"detail": f"internal error: {type(exc).__name__} (see the server log)"},
-                                status_code=500)
+    async def internal(request: Request, exc: Exception) -> SafeJSONResponse:
+        return _error(request, 500, f"internal error: {type(exc).__name__} (see the server log)")
+
+
+def _error(request: Request, status: int, detail: Any, headers: Mapping[str, str] | None = None) -> SafeJSONResponse:
+    """``{"detail": ...}``; under /v1/ OpenAI's ``{"error": {...}}``, which its clients and SDKs read."""
+    body = openai_error(status, detail) if request.url.path.startswith("/v1/") else {"detail": detail}
+    return SafeJSONResponse(body, status_code=status, headers=headers)
 
 
 def _errors(errors: Any) -> list[dict[str, Any]]:
@@ -242,3 +248,29 @@ async def _ingest_source(request: Request, settings: Settings) -> PathSource:
             raise HTTPException(422, _errors(exc.errors(include_url=False))) from None
         return confined_paths(req, settings)
     raise HTTPException(415, "send multipart/form-data files or a JSON body {\"paths\": [...]}")
+
+
+def _label(source: PathSource, view: SourceView) -> str:
+    """What a run ingests, for the ingest view: its first few paths, named as the read API names them."""
+    names = [view.name(str(p)) or "(the ingest root)" for p in source.paths]
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return ", ".join(names[:3]) + more
+
+
+def _chunk_window(st: AppState, doc_id: str, around: str | None, limit: int, offset: int) -> dict[str, Any] | None:
+    """A document's record and ``limit`` of its committed chunks from ``offset``, or centred on the
+    chunk ``around``; None when there is no such document (or no such chunk in it)."""
+    meta = st.engine.stores.meta
+    rec = meta.get_document(doc_id)
+    if rec is None:
+        return None
+    ids = meta.chunk_ids_of([doc_id])  # in position order
+    if around is not None:
+        if around not in ids:
+            return None
+        offset = max(0, ids.index(around) - limit // 2)
+    chunks = sorted(meta.get_chunks(ids[offset:offset + limit]).values(), key=lambda c: c.position)
+    return {"document": st.view.document(asdict(rec)), "total_chunks": len(ids), "offset": offset, "limit": limit,
+            "focus": around,
+            "chunks": [{"chunk_id": c.chunk_id, "position": c.position, "page_start": c.page_start,
+                        "page_end": c.page_end, "header": c.header, "text": c.text} for c in chunks]}

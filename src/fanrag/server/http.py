@@ -3,6 +3,7 @@
     BodyLimit         ASGI middleware: 413 for a body over the limit, declared or counted as it streams
     SafeJSONResponse  JSON that renders whatever it holds: a file name that is not UTF-8 (kept
                       surrogate-escaped) shows as ``\\xff``, a lone surrogate as ``\\ud800``, NaN as "nan"
+    json_bytes        the same rendering, for a body that is not one response (server-sent events)
     parse_json        a JSON body, or HTTPException(422) with a one-line reason: malformed, not UTF-8,
                       NaN/Infinity, or nested deeper than the parser's recursion allows
 
@@ -71,10 +72,20 @@ class SafeJSONResponse(JSONResponse):
     cannot write (NaN, Infinity: pydantic echoes them back in a 422). The first try is the plain one."""
 
     def render(self, content: Any) -> bytes:
-        try:
-            return super().render(content)
-        except ValueError:  # UnicodeEncodeError, or "Out of range float values are not JSON compliant"
-            return super().render(_encodable(content))
+        return json_bytes(content)
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON (Starlette's JSONResponse format), whatever it holds: the first try
+    is the plain one; what UTF-8 or JSON cannot write is written out (``_encodable``)."""
+    try:
+        return _dumps(value)
+    except ValueError:  # UnicodeEncodeError, or "Out of range float values are not JSON compliant"
+        return _dumps(_encodable(value))
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 def _encodable(value: Any) -> Any:
