@@ -512,3 +512,10 @@ def test_a_row_is_quoted_with_its_column_names_when_it_has_them() -> None:
     assert render_row(Passage(row, "row", 0, (), "| 2019 | 2018")) == "Lease liabilities: 2019 (12), 2018 (104)"
     assert render_row(Passage(row, "row", 0, (), "Item | |")) == row  # nameless columns: as it is
     assert render_row(Passage(row, "row", 0, (), "Item | 2019")) == row  # cells and names do not line up
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab1 .:|#\n-")), max_size=200))
+def test_passages_quote_only_the_chunks_own_words(text: str) -> None:
+    have = set(words(text))
+    for p in passages(text):
+        assert set(words(p.text)) <= have and set(words(p.context)) <= have
