@@ -16,6 +16,7 @@ class BranchName(StrEnum):
     BM25 = "bm25"
     SUBQUERIES = "subqueries"
     GRAPH = "graph"
+    HOP = "hop"  # a second retrieval hop through a bridge entity, and comparisons split by known names
 
 
 BRANCH_NAMES: tuple[str, ...] = tuple(b.value for b in BranchName)  # ``"x" in BranchName`` raises on 3.11

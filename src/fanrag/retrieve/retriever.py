@@ -31,6 +31,7 @@ from .branches import BM25Branch, Branch, BranchOutput, DenseBranch, GraphBranch
 from .factory import create_generator, create_reranker, create_transformer
 from .fusion import Fusion
 from .generate import Answer, ExtractiveGenerator, Generator, OnToken
+from .hop import HopBranch
 from .order import lost_in_the_middle
 from .phases import Done, Phase, Sources, Token
 from .rerank import CachedReranker
@@ -95,6 +96,7 @@ class Retriever:
             BM25Branch(self.stores.keywords, self.stores.meta, self.settings.retrieval, prf),
             SubqueriesBranch(self.embedder, vectors),
             GraphBranch(getattr(self.stores, "graph", None), self.extractor, self.settings.retrieval.graph_max_entities),
+            HopBranch(self.stores.keywords, self.stores.meta, getattr(self.stores, "graph", None), self.extractor),
         ]
         return {b.name: b for b in found}
 
