@@ -62,7 +62,9 @@ def open_ui(page: Any, url: str) -> None:
 def test_ask_watch_the_fan_out_and_open_every_citation(served: Any, page: Any) -> None:
     open_ui(page, served.url)
     page.fill("#question", QUESTION)
-    page.press("#question", "Enter")  # the keyboard submits
+    with page.expect_request("**/query") as sent:
+        page.press("#question", "Enter")  # the keyboard submits
+    assert sent.value.post_data_json == {"query": QUESTION, "stream": True}  # no filter when it is empty
     page.wait_for_selector("#answer[data-done=true]")
     assert "Mount Etna" in page.inner_text("#answer") and page.is_hidden("#ask-error")
 
@@ -105,11 +107,14 @@ def test_ask_watch_the_fan_out_and_open_every_citation(served: Any, page: Any) -
 def test_a_refused_filter_shows_the_servers_error(served: Any, page: Any) -> None:
     open_ui(page, served.url)
     page.fill("#question", QUESTION)
-    page.fill("#filter", "tag = nope")
-    page.click("#ask-button")
+    page.fill("#filter", "source = (")  # refused: unknown to this server, or malformed
+    with page.expect_request("**/query") as sent:
+        page.click("#ask-button")
+    assert sent.value.post_data_json == {"query": QUESTION, "stream": True, "filter": "source = ("}
     error = page.wait_for_selector("#ask-error:not([hidden])")
-    assert error.inner_text().startswith("4")  # the server's status and reason, as it said them
-    assert "filter" in error.inner_text()
+    status, _, reason = error.inner_text().partition(": ")
+    assert status.startswith("4") and reason  # the server's status and reason, as it gave them
+    assert page.inner_text("#answer") == "" and page.is_enabled("#ask-button")
 
 
 def test_upload_a_file_and_watch_it_commit(served: Any, page: Any, tmp_path: Path) -> None:
