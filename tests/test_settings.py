@@ -149,7 +149,7 @@ def test_home_from_environment_and_store_url_aliases(tmp_path: Path) -> None:
 
 def test_options_compare_equal_to_their_names() -> None:
     s = Settings()
-    assert s.retrieval.branches == ("dense", "bm25", "subqueries", "graph") == tuple(BranchName)
+    assert s.retrieval.branches == ("dense", "bm25", "subqueries", "graph", "hop") == tuple(BranchName)
     assert "graph" in s.retrieval.branches and s.retrieval.transform == "rules" and s.embed.backend == "onnx"
     assert s.stores.entity_extractor == "rules" and s.rerank.backend == "none" and s.llm.backend == "extractive"
 

@@ -214,8 +214,11 @@ class IngestSettings:
 # TAT-QA, a multi-hop Wikipedia set, a Factbook set; bench/results/quality.json). With score fusion the
 # graph list at 0.5, for entity questions only (retrieval.graph_max_entities), lifted every set (+0.17
 # nDCG@10 on Factbook lookups); the PRF list never helped all of them together, so its search is off
-# (prf_terms = 0); sub-questions count half, as a rephrasing of the query rather than a new one.
-DEFAULT_WEIGHTS: dict[str, float] = {BranchName.GRAPH.value: 0.5, BranchName.SUBQUERIES.value: 0.5, "prf": 0.25}
+# (prf_terms = 0); sub-questions count half, as a rephrasing of the query rather than a new one; the second
+# hop counts half too: at 1.0 it lifted multi-hop recall most but cost Factbook lookups and comparisons
+# (bench/results/multihop.json), at 0.5 neither set lost.
+DEFAULT_WEIGHTS: dict[str, float] = {BranchName.GRAPH.value: 0.5, BranchName.SUBQUERIES.value: 0.5,
+                                     BranchName.HOP.value: 0.5, "prf": 0.25}
 
 
 @_frozen

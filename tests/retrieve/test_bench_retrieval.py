@@ -35,7 +35,7 @@ def test_bench_runs_judged_queries_and_writes_its_result(real_home: Any, tmp_pat
     assert {"loadavg", "loadavg_before", "cpu_count"} <= set(result["environment"])
     for run in ("parallel", "sequential", "query_with_extractive_answer"):
         assert result[run]["p50_ms"] <= result[run]["p95_ms"] <= result[run]["p99_ms"]
-    assert set(result["branches_parallel"]) == {"dense", "bm25", "subqueries", "graph"}
+    assert set(result["branches_parallel"]) == {"dense", "bm25", "subqueries", "graph", "hop"}
     assert result["branch_status"]["dense"] == {"ok": 3}
     assert result["index"]["vector_shards"] >= 1 and result["index"]["chunks"] >= 4
     assert set(result["meets_targets"]) == {"p50_le_15ms", "fanout_over_slowest_le_1.15",

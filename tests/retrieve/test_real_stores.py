@@ -15,8 +15,10 @@ def test_answers_from_a_real_index(real_home: Any) -> None:
         assert "Volcanic ash from Mount Etna can disrupt air travel across Europe. [1]" in res.answer
         assert res.citations[0].source == str(real_home.docs / "volcano.md")
         statuses = {n: t.status for n, t in res.retrieval.branches.items()}
+        hop = statuses.pop("hop")
         assert statuses == {"dense": "ok", "bm25": "ok", "graph": "ok",
                             "subqueries": "skipped: no sub-questions or rewrites"}
+        assert hop.startswith("skipped: first hop")  # the question's words are all in the first hop's top chunk
 
 
 def test_uncommitted_chunk_in_the_indexes_is_not_returned(real_home: Any) -> None:

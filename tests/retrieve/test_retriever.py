@@ -42,15 +42,17 @@ def test_uncommitted_chunks_are_never_returned(corpus: Any) -> None:
     assert res.hits[0].doc_id == corpus.doc_ids["aspirin"]
 
 
-def test_to_dict_shape(corpus: Any) -> None:
+def test_to_dict_shape(corpus_factory: Any) -> None:
+    corpus = corpus_factory(prf_terms=8)  # PRF is off by default: on here, for its trace line
     d = make(corpus).query("caffeine in tea vs coffee", top_n=3).to_dict()
     assert set(d) == TOP_KEYS
     assert len(d["hits"]) == 3
     assert set(d["hits"][0]) == {"chunk_id", "doc_id", "source", "page", "score", "text"}
     t = d["timings"]
-    assert set(t["branches"]) == {"dense", "bm25", "subqueries", "graph"}
-    for b in t["branches"].values():
-        assert set(b) == {"start_ms", "end_ms", "status"} and b["status"] == "ok" and b["end_ms"] >= b["start_ms"]
+    assert set(t["branches"]) == {"dense", "bm25", "subqueries", "graph", "hop"}
+    for name, b in t["branches"].items():
+        assert set(b) == {"start_ms", "end_ms", "status"} and b["end_ms"] >= b["start_ms"]
+        assert b["status"] == "ok" or name == "hop" and b["status"].startswith("skipped")  # not a question
     assert {"fusion_ms", "rerank_ms", "generate_ms", "total_ms"} <= set(t)
     assert d["rerank"]["backend"] == "none" and d["rerank"]["status"].startswith("skipped")
     assert d["transform"]["subqueries"] == ["caffeine in tea", "coffee"]
@@ -72,7 +74,7 @@ def test_per_branch_lists_for_eval(corpus_factory: Any) -> None:
     corpus = corpus_factory(prf_terms=8)  # PRF is off by default: on here, to see its list
     res = make(corpus).retrieve("What is the difference between BM25 and HNSW?")
     per = res.per_branch()
-    assert set(per) == {"dense", "bm25", "subqueries", "graph"}
+    assert {"dense", "bm25", "subqueries", "graph"} <= set(per) <= {"dense", "bm25", "subqueries", "graph", "hop"}
     assert [rl.query for rl in res.lists if rl.branch == "subqueries"] == ["BM25", "HNSW"]
     assert [rl.kind for rl in res.lists if rl.branch == "bm25"] == ["bm25", "prf"]
     assert res.per_branch_docs()["graph"][0] in {corpus.doc_ids["bm25"], corpus.doc_ids["hnsw"], corpus.doc_ids["dense"]}
