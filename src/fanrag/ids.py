@@ -1,9 +1,16 @@
-"""Stable identifiers: the same input always gets the same id, on any machine and executor."""
+"""Stable identifiers: the same input always gets the same id, on any machine and executor.
+
+A source URI is the lossless form of a file's name (see ``fanrag.names``): the file system's bytes,
+percent-encoded, so a name that is not UTF-8 or holds a newline is still exactly one URI, and
+``path_of`` gives the very same path back.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 
 def _h(data: str | bytes, n: int = 16) -> str:
@@ -12,9 +19,19 @@ def _h(data: str | bytes, n: int = 16) -> str:
     return hashlib.blake2b(data, digest_size=n).hexdigest()
 
 
-def source_uri(path: str | Path) -> str:
-    """The canonical URI of a file: absolute, symlinks resolved."""
-    return Path(path).resolve().as_uri()
+def source_uri(path: str | os.PathLike[str]) -> str:
+    """The canonical URI of a file: absolute, symlinks resolved as far as they go. Never raises for a
+    name: a symlink loop or a dangling link keeps its own path (``realpath`` without ``strict``; the
+    file's failure is reported when it is read), and undecodable bytes are percent-encoded."""
+    return Path(os.path.realpath(path)).as_uri()
+
+
+def path_of(uri: str) -> Path | None:
+    """The path a ``file://`` URI names, byte for byte (None for any other URI). A fragment (a JSONL
+    entry: ``file#entry``) is not part of the path."""
+    if not uri.startswith("file://"):
+        return None
+    return Path(unquote(urlsplit(uri).path, errors="surrogateescape"))
 
 
 def document_id(uri: str) -> str:

@@ -237,3 +237,83 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return out
+
+
+_HOLDS_THE_GIL = '''
+import os, re
+
+def hold_the_gil():
+    """Catastrophic backtracking inside the C regex engine: the GIL is not released for hours."""
+    re.match(r"(a+)+$", "a" * 40 + "b")
+'''
+
+_OWNER = '''
+import asyncio, os, sys
+sys.path.insert(0, sys.argv[1])
+from hog import hold_the_gil
+from fanrag.ingest.executors.local import LocalExecutor
+
+async def main():
+    earlier = LocalExecutor(embedder=None, workers=1)  # an earlier run: it starts the forkserver
+    await earlier.map_cpu(os.getpid)
+    earlier.close()
+    executor = LocalExecutor(embedder=None, workers=1)
+    print(await executor.map_cpu(os.getpid), flush=True)
+    await executor.map_cpu(hold_the_gil)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+'''
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_holding_the_gil_exits_when_its_owner_is_killed(tmp_path: Path) -> None:
+    """The lifeline thread needs the GIL to act on its EOF: a worker stuck in C code (a parser, a regex)
+    lived on after a SIGKILL of its owner. The kernel's SIGIO at EOF does not wait for the GIL."""
+    (tmp_path / "hog.py").write_text(_HOLDS_THE_GIL)
+    (tmp_path / "owner.py").write_text(_OWNER)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "owner.py"), str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    worker: psutil.Process | None = None
+    try:
+        assert proc.stdout is not None
+        worker = psutil.Process(int(proc.stdout.readline()))
+        deadline = time.monotonic() + 30
+        while worker.cpu_times().user < 0.5 and time.monotonic() < deadline:  # deep in the regex by now
+            time.sleep(0.1)
+        forkserver = [p for p in _descendants(proc.pid) if p.pid != worker.pid]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _alive([worker, *forkserver]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _alive([worker, *forkserver]) == [], "the worker (or its forkserver) outlived its owner"
+    finally:
+        for p in _alive([worker] if worker else []):
+            p.kill()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.timeout(120)
+def test_a_read_only_home_fails_in_one_line_naming_it(tmp_path: Path) -> None:
+    """A home on a read-only file system: a 37-line traceback from the writer lock (or SIGBUS from a
+    store's mapping) became one line naming the home and the reason."""
+    home = tmp_path / "home"
+    (tmp_path / "a.md").write_text("# A\n\nThe tide tables.\n")
+    ok = subprocess.run([sys.executable, "-m", "fanrag.cli", "ingest", str(tmp_path / "a.md"), "--home", str(home),
+                         "--quiet"], capture_output=True, text=True, timeout=120, check=False)
+    assert ok.returncode == 0, ok.stderr
+    # A private mount namespace: the home is remounted read-only for this command only.
+    script = (f'mount --bind "{home}" "{home}" && mount -o remount,bind,ro "{home}" && '
+              f'exec "{sys.executable}" -m fanrag.cli ingest "{tmp_path / "a.md"}" --home "{home}" --quiet')
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f'mount --bind "{home}" "{home}"'], capture_output=True,
+                           check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a read-only mount here: {probe.stderr.decode(errors='replace').strip()}")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Error: {home}: cannot open the index for writing: read-only file system ({home})"], result.stderr

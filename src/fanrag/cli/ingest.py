@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from typing import Self
+from pathlib import Path
+from typing import Any, Self
 
 import click
 
 from ..engine import Engine
 from ..ingest.sources import PathSource
 from ..ingest.summary import IngestSummary
+from ..names import shown
+from ..settings import Settings
 from .options import executor_option, home_option, json_option, pipeline_overrides
 
 
@@ -85,7 +89,7 @@ def ingest(paths: tuple[str, ...], home: str | None, workers: int | None, execut
     Unchanged documents are skipped, changed ones replaced in every store; a killed run resumes where
     it stopped when started again. Exits 1 if any file failed (every good file is still committed).
     """
-    with Engine.open(home, overrides=pipeline_overrides(workers, executor)) as engine:
+    with _open_for_write(home, pipeline_overrides(workers, executor)) as engine:
         source = PathSource(paths, root=root, password=password, exclude=[engine.settings.home])
         show = not quiet and not as_json and sys.stderr.isatty()
         if show:
@@ -101,6 +105,29 @@ def ingest(paths: tuple[str, ...], home: str | None, workers: int | None, execut
     sys.exit(summary.exit_code)
 
 
+def _open_for_write(home: str | None, overrides: dict[str, Any] | None) -> Engine:
+    """The index opened for writing. A home that cannot be written fails here with one line that names
+    it and why, before any store maps a file (a read-only file system gave SIGBUS or a long traceback)."""
+    settings = Settings.load(home=home, overrides=overrides)
+    reason = _unwritable(settings.home)
+    if reason is None:
+        try:
+            return Engine.open(settings=settings)
+        except OSError as exc:  # a file inside the home (its lock, a store) cannot be opened for writing
+            reason = f"{exc.strerror or exc}" + (f" ({shown(str(exc.filename))})" if exc.filename else "")
+    raise click.ClickException(f"{shown(str(settings.home))}: cannot open the index for writing: {reason}")
+
+
+def _unwritable(home: Path) -> str | None:
+    """Why ``home`` (or the nearest directory above it that exists, where it would be made) cannot be
+    written; None if it can."""
+    where = next((p for p in (home, *home.parents) if p.exists()), Path("/"))
+    if os.access(where, os.W_OK):
+        return None
+    read_only = os.statvfs(where).f_flag & os.ST_RDONLY
+    return f"{'read-only file system' if read_only else 'permission denied'} ({shown(str(where))})"
+
+
 def _print_summary(s: IngestSummary) -> None:
     click.echo(f"{s.ok} ingested, {s.unchanged} unchanged, {len(s.failed)} failed, {s.removed} removed "
                f"from {s.sources} sources: {s.chunks} chunks, {s.pages} pages in {s.wall_s:.1f} s "
@@ -109,8 +136,10 @@ def _print_summary(s: IngestSummary) -> None:
     stores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(st.write_stores.items()))
     click.echo(f"stages (s): load+chunk {st.load_chunk:.2f} (cpu, all workers), embed {st.embed:.2f}, "
                f"write {st.write:.2f} [{stores}]")
-    for source, reason in s.failed:
-        click.echo(f"FAILED {source}: {reason}", err=True)
+    if s.swept:
+        click.echo(f"swept {s.swept} documents an interrupted run had left half-written")
+    for source, reason in s.failed:  # names shown escaped: one line per failure, whatever a name holds
+        click.echo(f"FAILED {shown(source)}: {shown(reason)}", err=True)
 
 
 @click.command()

@@ -9,6 +9,12 @@ then had a part that never completed.
 
 The ledger does no I/O of its own and schedules nothing: the local pipeline and the Celery writer task
 feed it the same events, so summaries, progress events and acknowledgements are the same for both.
+
+A source fails as soon as one of its parts fails or its file vanishes before its write; the scheduler then
+stops giving it work (``abandon``). Every reason it records or tells is one shown line (``names.shown``),
+whatever the file's name holds. Entries of a changed collection whose content is what is committed are
+told apart here, in the writer's process (``planned(known=...)``), so that no part job has to carry the
+collection's whole table of hashes.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ids import document_id
+from ..names import one_line, shown
 from .assemble import Ready
 from .sources import SourceFile, SourceOutcomes, SourcePlan
 from .summary import IngestSummary, Progress, with_defaults
@@ -38,7 +45,8 @@ class SourceState:
     pending_docs: set[str] = field(default_factory=set)  # produced, not yet committed
     seen_docs: set[str] = field(default_factory=set)  # every doc id the source holds now
     failures: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason) per failed document
-    error: str = ""  # a part failed as a whole: so does the source
+    error: str = ""  # a part failed as a whole, or the file vanished before its write: so does the source
+    known: dict[str, str] = field(default_factory=dict)  # doc_id -> committed content hash (a collection's)
 
     @property
     def finished(self) -> bool:
@@ -70,8 +78,10 @@ class SourceLedger:
         state = self._states[src.uri] = SourceState(src)
         return state
 
-    def planned(self, state: SourceState, plan: SourcePlan) -> None:
-        state.plan, state.parts_left = plan, len(plan.parts)
+    def planned(self, state: SourceState, plan: SourcePlan, known: dict[str, str] | None = None) -> None:
+        """``known``: the committed content hash of each entry of a changed collection (entries whose
+        content is the same are skipped, not written again)."""
+        state.plan, state.parts_left, state.known = plan, len(plan.parts), known or {}
         self._progress.planned(len(plan.parts))
 
     def part_done(self, result: PartResult) -> list[Piece]:
@@ -81,16 +91,27 @@ class SourceLedger:
         self.summary.pages += result.pages
         state.error = state.error or result.error
         state.failures.extend(result.failures)
-        state.seen_docs.update(result.unchanged)
+        pieces = [p for p in result.pieces if not _same(p, state.known)]
+        unchanged = [*result.unchanged, *(p.doc.doc_id for p in result.pieces if _same(p, state.known))]
+        state.seen_docs.update(unchanged)
         state.seen_docs.update(document_id(uri) for uri, _ in result.failures)
-        self.summary.unchanged += len(result.unchanged)
-        if result.unchanged:
-            self._progress.unchanged(len(result.unchanged))
-        for piece in result.pieces:
+        self.summary.unchanged += len(unchanged)
+        if unchanged:
+            self._progress.unchanged(len(unchanged))
+        for piece in pieces:
             state.seen_docs.add(piece.doc.doc_id)
             state.pending_docs.add(piece.doc.doc_id)
         state.parts_left -= 1
-        return result.pieces
+        return pieces
+
+    def failing(self, state: SourceState, reason: str) -> None:
+        """A part of the source failed as a whole (its result is on its way): so does the source."""
+        state.error = state.error or reason
+
+    def abandon(self, state: SourceState, parts: int) -> None:
+        """``parts`` of a failed source will not run: count them as done, so that it can be recorded."""
+        state.parts_left -= parts
+        self._progress.planned(-parts)
 
     def embedding(self, pieces: Sequence[Piece], queued: int) -> None:
         """A batch goes to the embedder, ``queued`` part results behind it (told to the progress only)."""
@@ -110,6 +131,18 @@ class SourceLedger:
         name = ready.piece.plan.source.path if ready.doc.uri == ready.doc.source else ready.doc.uri
         state.failures.append((name, NO_TEXT))
         return False
+
+    async def left_out(self, batch: Sequence[Ready], reasons: dict[str, str]) -> None:
+        """Documents the writer left out because their source's file vanished (source uri -> reason):
+        the source fails, once all its parts are back."""
+        touched = {}
+        for ready in batch:
+            state = touched[ready.doc.source] = self._states[ready.doc.source]
+            state.pending_docs.discard(ready.doc.doc_id)
+            state.error = state.error or reasons[ready.doc.source]
+        for state in touched.values():
+            if state.finished:
+                await self._finish(state)
 
     async def committed(self, batch: Sequence[Ready]) -> None:
         """A batch the writer committed; sources it completes are recorded."""
@@ -134,7 +167,8 @@ class SourceLedger:
         self._tell(state.src)
 
     async def fail(self, state: SourceState, reason: str) -> None:
-        """The source failed as a whole; ``reason`` is one line that names the file."""
+        """The source failed as a whole; ``reason`` names the file (made one shown line here)."""
+        reason = one_line(reason, state.src.path)
         self.summary.failed.append((state.src.path, _strip_path(reason, state.src.path)))
         self._progress.failed(*self.summary.failed[-1])
         await self._writer.record_failed(state.src, reason)
@@ -164,6 +198,9 @@ class SourceLedger:
         assert state.plan is not None
         if state.error:
             return await self.fail(state, state.error)
+        if not state.seen_docs:  # every part came back empty: a split collection of blank lines
+            return await self.fail(state, f"{state.src.path}: no entries (empty, or blank lines only)")
+        state.failures = [(uri, shown(reason)) for uri, reason in state.failures]
         self.summary.failed.extend((uri, _strip_path(reason, uri)) for uri, reason in state.failures)
         for uri, reason in state.failures:
             self._progress.failed(uri, _strip_path(reason, uri))
@@ -189,14 +226,25 @@ def completed(writer: IndexWriter, ledger: SourceLedger, pieces: Iterable[tuple[
 
 
 async def commit(writer: IndexWriter, ledger: SourceLedger, batch: list[Ready]) -> None:
-    """Write a batch of complete documents, then record them (and the sources they complete)."""
-    if batch:
-        await writer.write(batch)
-        await ledger.committed(batch)
+    """Write a batch of complete documents, then record them (and the sources they complete, or that
+    failed because their file vanished before the write)."""
+    if not batch:
+        return
+    left_out = await writer.write(batch)
+    if written := [r for r in batch if r.doc.source not in left_out]:
+        await ledger.committed(written)
+    if left_out:
+        await ledger.left_out([r for r in batch if r.doc.source in left_out], left_out)
+
+
+def _same(piece: Piece, known: dict[str, str]) -> bool:
+    """A whole document whose content is the committed one (a split document's parts never are)."""
+    return piece.n_parts == 1 and known.get(piece.doc.doc_id) == piece.doc.content_hash
 
 
 def _strip_path(reason: str, path: str) -> str:
-    """Reasons usually start with the file's name; the summary prints it once."""
+    """Reasons usually start with the file's name (shown); the summary prints it once."""
+    path = shown(path)
     for prefix in (f"{path}: ", f"{path}:"):
         if reason.startswith(prefix):
             return reason[len(prefix):]

@@ -16,6 +16,12 @@ it, after every other store has acknowledged its writes.
 
 This module only schedules. What is current is decided in ``freshness``, what reaches the stores in
 ``writer``, and what happened to each source (summary, progress, acknowledgements) in ``ledger``.
+
+Scheduling stays bounded whatever a file claims: a part job is O(1) to describe (its range and the plan's
+small header, ``work.Parts``), a source has at most ``work.MAX_PARTS`` parts, the jobs in flight are bounded
+by slots, and once a source has failed its remaining parts are not run. Anything a job raises (a worker
+that crashed, a loader's bug) fails that file alone. Before the first write, the writer sweeps what a
+crashed run left pending.
 """
 
 from __future__ import annotations
@@ -30,12 +36,12 @@ from ..embed.base import Embedder
 from ..settings import Settings
 from ..stores import StoreSet
 from .assemble import Ready, split_rows
-from .executors import Executor, WorkerCrashed
+from .executors import Executor
 from .freshness import Verdict, decide
 from .ledger import SourceLedger, SourceState, commit, completed
 from .sources import JobSource, PartJob, SourceFile, SourcePlan, iterate_source
 from .summary import IngestSummary, Progress
-from .work import PartResult, Piece, plan_source, process_part, work_config
+from .work import PartResult, Piece, plan_source, process_part, reason_of, work_config
 from .writer import IndexWriter
 
 _DONE = object()  # end-of-stream marker on the queues
@@ -57,6 +63,7 @@ class IngestPipeline:
         depth = self.settings.pipeline.queue_depth
         chunks_q: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth * 4)
         vectors_q: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+        ledger.summary.swept = await writer.sweep()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._produce(source, ledger, chunks_q))
             tg.create_task(self._embed_stage(ledger, chunks_q, vectors_q))
@@ -92,28 +99,38 @@ class IngestPipeline:
             return await ledger.unchanged(state, touch=fresh.verdict is Verdict.SAME_HASH)
         plan = fresh.plan
         assert isinstance(plan, SourcePlan)
-        ledger.planned(state, plan)
+        ledger.planned(state, plan, fresh.known)
+        # A collection's committed hashes go with its job only when it is one part: a split one is checked
+        # by the ledger, so that no job carries the whole table.
+        known = fresh.known if len(plan.parts) == 1 else {}
         async with asyncio.TaskGroup() as tg:
             for i, part in enumerate(plan.parts):
                 await slots.acquire()
-                tg.create_task(self._run_part(PartJob(plan, i, part, fresh.known), slots, out))
+                if state.error:  # a part failed, or the file vanished: the rest would fail again, or be lost
+                    slots.release()
+                    ledger.abandon(state, len(plan.parts) - i)
+                    break
+                tg.create_task(self._run_part(state, PartJob(plan, i, part, known), ledger, slots, out))
 
     async def _plan(self, src: SourceFile, ledger: SourceLedger) -> SourcePlan | str:
         t = time.perf_counter()
         try:
             plan = await self.executor.map_cpu(plan_source, src, self._cfg)
-        except WorkerCrashed as exc:
-            return f"{src.path}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a crashed worker (or an unpicklable result) fails this file
+            return reason_of(exc, src.path)
         ledger.summary.stages.plan += time.perf_counter() - t
         return plan
 
-    async def _run_part(self, job: PartJob, slots: asyncio.Semaphore, out: asyncio.Queue[Any]) -> None:
+    async def _run_part(self, state: SourceState, job: PartJob, ledger: SourceLedger, slots: asyncio.Semaphore,
+                        out: asyncio.Queue[Any]) -> None:
         try:
             result = await self.executor.map_cpu(process_part, job, self._cfg)
-        except WorkerCrashed as exc:
-            result = PartResult(job=job, error=f"{job.plan.source.path}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a crashed worker (or an unpicklable result) fails this file
+            result = PartResult(job=job, error=reason_of(exc, job.plan.source.path))
         finally:
             slots.release()
+        if result.error:  # known before the free slot is taken: the source's next part is not started
+            ledger.failing(state, result.error)
         await out.put(result)
 
     # ------------------------------------------------------------------ stage 2: embed

@@ -1,9 +1,15 @@
-"""The result of an ingestion run, and the progress events a display can follow."""
+"""The result of an ingestion run, and the progress events a display can follow.
+
+``failed`` holds names as they are (data: a path may hold any byte); ``to_dict`` and the CLI show them
+escaped (``names.shown``), one line per failure.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, cast
+
+from ..names import shown
 
 
 @dataclass
@@ -26,6 +32,7 @@ class IngestSummary:
     unchanged: int = 0  # documents (or whole sources' documents) skipped: same content already committed
     unchanged_sources: int = 0
     removed: int = 0  # documents deleted: vanished collection entries, and pruned sources
+    swept: int = 0  # documents a crashed run had left pending, removed from every store before this one
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file or uri, one-line reason)
     chunks: int = 0
     pages: int = 0
@@ -43,7 +50,8 @@ class IngestSummary:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["failed"] = [{"source": s, "reason": r} for s, r in self.failed]
+        d["failed"] = [{"source": shown(s), "reason": shown(r)} for s, r in self.failed]
+        d["missing_paths"] = [shown(p) for p in self.missing_paths]
         d["chunks_per_s"] = round(self.chunks_per_s, 2)
         d["wall_s"] = round(self.wall_s, 3)
         d["stages"] = {k: (round(v, 3) if isinstance(v, float) else {n: round(x, 3) for n, x in v.items()})

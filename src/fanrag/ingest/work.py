@@ -1,29 +1,73 @@
 """The CPU-bound stage, run in worker processes (or Ray tasks, or Celery tasks): plan a source, then
 load + validate + chunk + extract entities for one part of it. Pure functions of their arguments, so
 any executor can run them; per-process caches hold the tokenizer and the entity extractor.
+
+A plan's parts are described in O(1) (``Parts``: the unit count and the step), so a part job carries its
+own range and the plan's small header, however many parts there are; and a source never has more than
+``MAX_PARTS`` parts (a larger source gets larger parts), so scheduling one costs a bounded number of jobs
+whatever its page or line count claims. A file that is bad in any way fails by itself: whatever a loader
+raises becomes that file's one-line reason, never the run's exception.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import stat
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 from ..embed.base import Tokenizer, TokenizerSpec, load_tokenizer
 from ..errors import FanragError, LoadError
+from ..names import one_line, storable
 from ..types import Chunk, Document
+from .executors.base import WorkerCrashed
 from .loaders.base import Part
 from .sources import PartJob, SourceFile, SourcePlan
 
 if TYPE_CHECKING:
     from ..embed.base import Embedder
     from ..graph.extract import EntityExtractor
-    from ..settings import Settings
+    from ..settings import IngestSettings, Settings
 
 SPLITTABLE = frozenset({"pdf", "jsonl"})  # formats whose units (pages, lines) fan out
+# The most parts one source is cut into: past it, parts grow instead. Parts are cheap to describe but each
+# is a job (a round trip to a worker, and for a JSONL part a scan to its first line), so their number is
+# what bounds the scheduling of a 5M-line collection or a PDF that claims a million pages.
+MAX_PARTS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Parts(Sequence["Part | None"]):
+    """The parts of a source in O(1): ``units`` cut into runs of ``step``; ``step`` 0 is the whole source
+    as one part (``None``). Each ``Part`` is made when indexed, so a job carries its own range and this
+    header, never the list (32,750 ranges of a lying PDF were 647 kB in every one of its jobs)."""
+
+    units: int
+    step: int = 0
+
+    def __len__(self) -> int:
+        return 1 if self.step <= 0 else -(-self.units // self.step)
+
+    @overload
+    def __getitem__(self, index: int) -> Part | None: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Part | None]: ...
+
+    def __getitem__(self, index: int | slice) -> Part | None | list[Part | None]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        i = range(len(self))[index]  # bounds and negative indexes as a sequence has them
+        return None if self.step <= 0 else Part(i * self.step, min((i + 1) * self.step, self.units))
+
+    def __iter__(self) -> Iterator[Part | None]:
+        return (self[i] for i in range(len(self)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +84,7 @@ class WorkConfig:
     pages_per_range: int
     jsonl_docs_per_job: int
     max_file_bytes: int
+    limits: IngestSettings | None = None  # the loaders' bounds (``ingest.*``); None: their defaults
 
 
 def work_config(settings: Settings, embedder: Embedder) -> WorkConfig:
@@ -51,7 +96,7 @@ def work_config(settings: Settings, embedder: Embedder) -> WorkConfig:
         chunk_header_tokens=settings.chunk.header_tokens,
         extractor=settings.stores.entity_extractor,
         pdf_page_threshold=p.pdf_page_threshold, pages_per_range=p.pages_per_range,
-        jsonl_docs_per_job=p.jsonl_docs_per_job, max_file_bytes=p.max_file_mb << 20)
+        jsonl_docs_per_job=p.jsonl_docs_per_job, max_file_bytes=p.max_file_mb << 20, limits=settings.ingest)
 
 
 @dataclass(slots=True)
@@ -91,28 +136,51 @@ def plan_source(source: SourceFile, cfg: WorkConfig) -> SourcePlan | str:
 
     path = Path(source.path)
     try:
-        if not path.is_file():
-            raise LoadError(source.path, "file vanished or is not a regular file")
-        if path.stat().st_size > cfg.max_file_bytes:
+        size = _regular_size(source.path)
+        if size > cfg.max_file_bytes:
             raise LoadError(source.path, f"larger than the {cfg.max_file_bytes >> 20} MB limit")
-        fmt = loaders.sniff(path)
+        fmt = loaders.sniff(path, limits=cfg.limits)
         digest = file_hash(source.path)
-        units = loaders.units(path, password=source.password) if fmt in SPLITTABLE else 1
-    except FanragError as exc:
-        return _one_line(exc, source.path)
-    except OSError as exc:
-        return f"{source.path}: cannot read ({exc.strerror or exc})"
-    return SourcePlan(source=source, format=fmt, content_hash=digest, units=units, parts=_parts(fmt, units, cfg))
+        units = loaders.units(path, password=source.password, limits=cfg.limits) if fmt in SPLITTABLE else 1
+        if units > max(size, 1):  # every page or line takes at least a byte: the count is a lie
+            raise LoadError(source.path, f"claims {units} {_unit(fmt)}, more than its {size} bytes can hold")
+    except Exception as exc:  # noqa: BLE001 - a loader's bug or a hostile file fails that file, not the run
+        return reason_of(exc, source.path)
+    return SourcePlan(source=source, format=fmt, content_hash=digest, units=units,
+                      parts=_parts(fmt, units, cfg))  # type: ignore[arg-type]  # a Sequence, not the tuple
 
 
-def _parts(fmt: str, units: int, cfg: WorkConfig) -> tuple[Part | None, ...]:
+def _regular_size(path: str) -> int:
+    """The size of the regular file at ``path`` (symlinks followed). Anything else (a FIFO, a device, a
+    directory, a symlink loop, a file gone) fails here, by its kind, before anything opens it: opening
+    a FIFO would block, and reading /dev/zero never ends."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise LoadError(path, "no such file (removed, or a dangling symlink)") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise LoadError(path, f"not a regular file but {_kind(st.st_mode)}")
+    return st.st_size
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "a special file")
+
+
+def _unit(fmt: str) -> str:
+    return {"pdf": "pages", "jsonl": "lines"}.get(fmt, "units")
+
+
+def _parts(fmt: str, units: int, cfg: WorkConfig) -> Parts:
     if fmt == "pdf" and units > cfg.pdf_page_threshold:
         step = cfg.pages_per_range
     elif fmt == "jsonl" and units > cfg.jsonl_docs_per_job:
         step = cfg.jsonl_docs_per_job
     else:
-        return (None,)
-    return tuple(Part(s, min(s + step, units)) for s in range(0, units, step))
+        return Parts(units)
+    return Parts(units, max(step, -(-units // MAX_PARTS)))
 
 
 def process_part(job: PartJob, cfg: WorkConfig) -> PartResult:
@@ -123,23 +191,20 @@ def process_part(job: PartJob, cfg: WorkConfig) -> PartResult:
     res = PartResult(job=job)
     src = job.plan.source
     try:
-        docs = loaders.load(Path(src.path), uri=src.uri, part=job.part, password=src.password)
-    except FanragError as exc:
-        res.error = _one_line(exc, src.path)
+        docs = loaders.load(Path(src.path), uri=src.uri, part=job.part, password=src.password, limits=cfg.limits)
+    except Exception as exc:  # noqa: BLE001 - whatever a loader raises is this file's failure
+        res.error = reason_of(exc, src.path)
         return _done(res, t0)
-    except OSError as exc:
-        res.error = f"{src.path}: cannot read ({exc.strerror or exc})"
-        return _done(res, t0)
-    res.failures.extend(getattr(docs, "errors", []) or [])
+    res.failures.extend((uri, one_line(reason, src.path)) for uri, reason in getattr(docs, "errors", []) or [])
     split = job.part is not None and job.plan.format == "pdf"
-    for doc in docs:
+    for doc in map(_storable, docs):
         if job.known.get(doc.doc_id) == doc.content_hash and not split:
             res.unchanged.append(doc.doc_id)
             continue
         try:
             chunks = _chunk(doc, cfg)
-        except FanragError as exc:
-            res.failures.append((doc.uri, _one_line(exc, doc.uri)))
+        except Exception as exc:  # noqa: BLE001 - one bad document of a collection fails alone
+            res.failures.append((doc.uri, reason_of(exc, doc.uri)))
             continue
         res.pages += doc.n_pages
         res.pieces.append(Piece(job.plan, doc, chunks, job.index if split else 0,
@@ -178,6 +243,28 @@ def _done(res: PartResult, t0: float) -> PartResult:
     return res
 
 
-def _one_line(exc: Exception, path: str) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if path in text else f"{path}: {text}"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _storable(doc: Document) -> Document:
+    """A document every store and the embedder accept: a lone surrogate (a JSON "\\ud800" escape, a
+    file name's undecodable byte in a title) would fail the UTF-8 encoders of the stores and abort the
+    batch. In the text it becomes U+FFFD (one character for one: offsets stay), in the title its escape."""
+    texts = (doc.text, doc.title, *(p.text for p in doc.pages))
+    if not any(_SURROGATES.search(t) for t in texts):
+        return doc
+    pages = tuple(replace(p, text=_SURROGATES.sub("\ufffd", p.text)) for p in doc.pages)
+    return replace(doc, text=_SURROGATES.sub("\ufffd", doc.text), title=storable(doc.title), pages=pages)
+
+
+def reason_of(exc: BaseException, path: str) -> str:
+    """One shown line naming ``path``: a fanrag error (or a crashed worker) as it says, an OSError by its
+    strerror, anything else (a loader's bug, a RecursionError on deep nesting, a MemoryError) with its
+    type's name."""
+    if isinstance(exc, FanragError | WorkerCrashed):
+        message = str(exc) or type(exc).__name__
+    elif isinstance(exc, OSError):
+        message = f"cannot read ({exc.strerror or exc})"
+    else:
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return one_line(message, path)

@@ -1,31 +1,40 @@
 """The index writer: every change ingestion makes to the stores of an index goes through here.
 
+    sweep()           before a run writes: what a crashed or aborted run left "pending" leaves every
+                      store (vectors, keywords, graph, then the rows); its sources are read again
     assemble(piece)   the pieces of a split document (page ranges) join, in order, into one document
-    write(batch)      mark pending (meta), then the four store writes at once (vectors, keywords, graph,
-                      blobs: asyncio.gather over threads), then commit (meta). A StoreError redoes the
-                      whole batch (each store write is delete + add, so a redo is harmless)
+    write(batch)      the original file of each source first (blobs); then mark pending (meta), the three
+                      index writes at once (vectors, keywords, graph: asyncio.gather over threads), and
+                      commit (meta). A StoreError redoes the whole batch (each store write is delete + add,
+                      so a redo is harmless)
     record_*          a source's outcome in the metadata store (committed, partial, failed, unchanged)
     finish_run        prune sources whose file is gone, then checkpoint the vector store
 
 A document becomes visible only when the metadata store commits it, after every other store has
-acknowledged its writes; a crash in between leaves it "pending" for the next run to redo. The writer keeps
-no book-keeping per source (the ledger does) and knows nothing of queues or executors, so the local
-pipeline and the Celery writer task use it alike. Store calls run in threads, off the event loop.
+acknowledged its writes; a crash in between leaves it "pending", and the next run's sweep removes it
+everywhere (a source that is still there is then read again), so that every store holds exactly the
+committed chunks. A file that vanishes (or stops being a regular file) between its reading and its write is
+its source's failure, never the run's: ``write`` leaves that source's documents out before anything of them
+is written, and returns why. The writer keeps no book-keeping per source (the ledger does) and knows
+nothing of queues or executors, so the local pipeline and the Celery writer task use it alike. Store calls
+run in threads, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import stat
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 
 from ..errors import StoreError
+from ..ids import path_of
+from ..names import one_line
 from ..stores import StoreSet
 from ..stores.base import SourceRecord
 from ..types import Chunk
@@ -48,6 +57,14 @@ class IndexWriter:
         self.stages = stages if stages is not None else StageTimes()
         self._assembler = Assembler()
         self._blob_keys: dict[tuple[str, str], str] = {}  # (source uri, content hash) -> blob key: stored once
+        self.vanished: dict[str, str] = {}  # source uri -> one-line reason: its file went away mid-run
+
+    async def sweep(self) -> int:
+        """Remove every document that a crashed or aborted writer left pending, from every store (vectors,
+        keywords and graph entries first, then the rows; their sources are marked to be read again). Run
+        it before this writer's first write; returns how many documents."""
+        stale = await _io(self.stores.meta.stale_pending)
+        return await _io(delete_everywhere, self.stores, stale) if stale else 0
 
     # ------------------------------------------------------------------ documents
 
@@ -55,35 +72,41 @@ class IndexWriter:
         """Add one piece with its chunks' vectors; the whole document once its last piece is in."""
         return self._assembler.add(piece, vectors)
 
-    async def write(self, batch: Sequence[Ready]) -> None:
-        """Write and commit complete documents in every store, retrying the whole batch on a StoreError."""
+    async def write(self, batch: Sequence[Ready]) -> dict[str, str]:
+        """Write and commit complete documents in every store, retrying the whole batch on a StoreError.
+        Returns the sources left out because their file vanished (uri -> one-line reason)."""
         t = time.perf_counter()
         for attempt in range(WRITE_RETRIES + 1):
             try:
-                await self._write_once(batch)
+                left_out = await self._write_once(batch)
                 break
             except StoreError:
                 if attempt == WRITE_RETRIES:
                     raise
                 await asyncio.sleep(0.5 * 2 ** attempt)  # a store hiccup: the whole batch again (idempotent)
         self.stages.write += time.perf_counter() - t
+        return left_out
 
-    async def _write_once(self, batch: Sequence[Ready]) -> None:
+    async def _write_once(self, batch: Sequence[Ready]) -> dict[str, str]:
         s = self.stores
+        files = {r.doc.source: (r.piece.plan.source.path, r.piece.plan.content_hash) for r in batch}
+        # The originals first: a source whose file is gone by now is left out before anything of it is written.
+        blob_keys = await self._timed("blobs", self._put_blobs, files)
+        batch = [r for r in batch if r.doc.source in blob_keys]
         docs = [r.doc for r in batch]
         chunks = [c for r in batch for c in r.chunks]
         vectors = np.concatenate([r.vectors for r in batch if len(r.vectors)]) if chunks else None
         ids = [d.doc_id for d in docs]
-        files = {r.doc.source: (r.piece.plan.source.path, r.piece.plan.content_hash) for r in batch}
-        await _io(s.meta.mark_pending, docs)  # a crash from here on leaves a trace to redo
-        # The four writes are independent: fan out, total = slowest write.
-        _, _, _, blob_keys = await asyncio.gather(
-            self._timed("vectors", _replace, s.vectors, ids, chunks, vectors),
-            self._timed("keywords", _replace, s.keywords, ids, chunks, {d.doc_id: d.title for d in docs}),
-            self._timed("graph", _replace, s.graph, ids, chunks),
-            self._timed("blobs", self._put_blobs, files),
-        )
-        await self._timed("meta", s.meta.commit, docs, chunks, {d.doc_id: blob_keys[d.source] for d in docs})
+        if docs:
+            await _io(s.meta.mark_pending, docs)  # a crash from here on leaves a trace for the next sweep
+            # The three index writes are independent: fan out, total = slowest write.
+            await asyncio.gather(
+                self._timed("vectors", _replace, s.vectors, ids, chunks, vectors),
+                self._timed("keywords", _replace, s.keywords, ids, chunks, {d.doc_id: d.title for d in docs}),
+                self._timed("graph", _replace, s.graph, ids, chunks),
+            )
+            await self._timed("meta", s.meta.commit, docs, chunks, {d.doc_id: blob_keys[d.source] for d in docs})
+        return {uri: self.vanished[uri] for uri in files if uri not in blob_keys}
 
     async def _timed(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         """One store's write, in a thread; its seconds add up per store over the run."""
@@ -95,16 +118,27 @@ class IndexWriter:
             st[name] = st.get(name, 0.0) + time.perf_counter() - t
 
     def _put_blobs(self, files: dict[str, tuple[str, str]]) -> dict[str, str]:
-        """The original file of each source, stored once per content (a JSONL file spans many batches)."""
+        """The original file of each source, stored once per content (a JSONL file spans many batches):
+        source uri -> blob key. A source whose file is gone (or no longer a regular file) is absent, its
+        reason in ``vanished``; a StoreError with the file still in place is the store's, and raises."""
         keys = {}
         for uri, (path, digest) in files.items():
-            if (uri, digest) not in self._blob_keys:
-                try:
-                    self._blob_keys[uri, digest] = self.stores.blobs.put_file(path)
-                except FileNotFoundError:  # vanished after it was read: the chunks are still good
-                    self._blob_keys[uri, digest] = ""
-            keys[uri] = self._blob_keys[uri, digest]
+            key = self._blob_keys.get((uri, digest))
+            if key is None and uri not in self.vanished:
+                key = self._put_blob(uri, path)
+            if key is not None:
+                keys[uri] = self._blob_keys[uri, digest] = key
         return keys
+
+    def _put_blob(self, uri: str, path: str) -> str | None:
+        if (gone := _not_a_file(path)) is None:  # checked first: a FIFO put in its place would block the read
+            try:
+                return self.stores.blobs.put_file(path)
+            except StoreError:
+                if (gone := _not_a_file(path)) is None:
+                    raise
+        self.vanished[uri] = one_line(f"{path}: {gone} after it was read; nothing of it was written", path)
+        return None
 
     # ------------------------------------------------------------------ source outcomes
 
@@ -152,7 +186,7 @@ class IndexWriter:
         """Remove the documents of every file source whose file is gone."""
         removed = 0
         for rec in self.stores.meta.sources():
-            path = _path_of(rec.uri)
+            path = path_of(rec.uri)  # byte for byte: a name that is not UTF-8 is still found
             if path is not None and not path.exists():
                 ids = [d.doc_id for d in self.stores.meta.documents(source=rec.uri)]
                 removed += delete_everywhere(self.stores, ids)
@@ -193,6 +227,11 @@ async def _io(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
-def _path_of(uri: str) -> Path | None:
-    return Path(unquote(urlparse(uri).path)) if uri.startswith("file://") else None
+def _not_a_file(path: str) -> str | None:
+    """Why ``path`` can no longer be stored as the original of its source (None: it still can)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"vanished ({exc.strerror or exc})"
+    return None if stat.S_ISREG(mode) else "stopped being a regular file"
 

@@ -161,6 +161,10 @@ class MetaStore(Protocol):
 
     def mark_failed(self, uri: str, source: str, reason: str) -> None: ...
 
+    def stale_pending(self) -> list[str]:
+        """Ids of the pending documents no live writer will commit (left by a crash): a writer removes
+        them from every store before its run writes anything. Only a writer calls it."""
+
     def get_document(self, doc_id: str) -> DocumentRecord | None: ...
 
     def documents(self, status: str | None = None, source: str | None = None,

@@ -6,21 +6,31 @@ the documents in one transaction, so a reader sees either the old version or the
 
 Tables are prefixed ``fanrag_`` so the store can live in a database shared with other applications
 (and with PgVectorStore). PostgreSQL text cannot hold NUL characters; they are dropped from chunk and
-document text and metadata on the way in.
+document text and metadata on the way in. Nor can it hold a lone surrogate (a file name's undecodable
+byte, a JSON ``"\ud800"``): each is stored as its escape (``names.storable``), as SQLite does. Names stay
+lossless in the source URIs, which percent-encode their bytes.
+
+Several writers may share one database, so a pending row names the writer that marked it, and each
+writer holds a session advisory lock on its name for as long as its store is open, on a connection of
+its own. ``stale_pending`` returns the rows whose writer's lock is free (it is gone) and that are older
+than ``stale_after_s``: a live writer whose connection was cut by a server restart holds no lock until it
+marks its next batch, and its batch in flight is younger than that.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import StoreError
 from ..ids import document_id
+from ..names import storable, storable_json
 from ..types import Chunk, Document
-from ._pg import PgDb, migrate, schema_version
+from ._pg import PgDb, _psycopg, migrate, schema_version
 from .base import DocumentRecord, SourceRecord
 
 if TYPE_CHECKING:
@@ -52,29 +62,33 @@ MIGRATIONS: tuple[str, ...] = (
         reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
     CREATE INDEX fanrag_failures_uri ON fanrag_failures(uri)
     """,
+    # The writer that marked a pending row (NULL once committed): see stale_pending.
+    "ALTER TABLE fanrag_documents ADD COLUMN writer TEXT",
 )
+STALE_AFTER_S = 300.0  # a pending row younger than this is never swept (see the module docstring)
+_LOCK_KEY = "hashtextextended(%s, 0)"  # a writer's name -> its advisory lock's 64-bit key
 
 _DOC_COLS = ("doc_id, uri, source, content_hash, status, title, n_pages, n_chunks, blob_key, error, "
              "metadata, updated_at")
 _DOC_UPSERT = ("INSERT INTO fanrag_documents (doc_id, uri, source, content_hash, status, title, n_pages, "
-               "n_chunks, blob_key, error, metadata, external_id, updated_at) "
-               "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s) ON CONFLICT (doc_id) DO UPDATE SET "
+               "n_chunks, blob_key, error, metadata, external_id, updated_at, writer) "
+               "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s) ON CONFLICT (doc_id) DO UPDATE SET "
                + ", ".join(f"{c} = excluded.{c}" for c in ("uri", "source", "content_hash", "status", "title",
                                                            "n_pages", "n_chunks", "blob_key", "error", "metadata",
-                                                           "external_id", "updated_at")))
+                                                           "external_id", "updated_at", "writer")))
 _SRC_COLS = "uri, content_hash, size, mtime, status, error, n_documents, updated_at"
 _CHUNK_COLS = ("chunk_id, doc_id, position, text, char_start, char_end, page_start, page_end, n_tokens, "
                "metadata")
 
 
 def _text(s: str) -> str:
-    return s.replace("\x00", "") if "\x00" in s else s
+    return storable(s.replace("\x00", "") if "\x00" in s else s)
 
 
 def _dumps(obj: dict[str, Any] | None) -> str | None:
     # default=str: metadata comes from loaders and may hold dates or paths; never fail a commit on it.
-    # jsonb refuses the escaped NUL (\u0000) just as text refuses the raw one.
-    return json.dumps(obj, ensure_ascii=False, default=str).replace("\\u0000", "") if obj else None
+    # jsonb refuses the escaped NUL (\u0000) just as text refuses the raw one, and lone surrogates too.
+    return storable_json(json.dumps(obj, ensure_ascii=False, default=str).replace("\\u0000", "")) if obj else None
 
 
 def _doc_record(row: tuple[Any, ...]) -> DocumentRecord:
@@ -92,10 +106,11 @@ def _chunk_row(c: Chunk) -> tuple[Any, ...]:
             c.n_tokens, _dumps(c.metadata))
 
 
-def _doc_row(d: Document, status: str, n_chunks: int = 0, blob_key: str = "", now: float = 0.0) -> tuple[Any, ...]:
+def _doc_row(d: Document, status: str, n_chunks: int = 0, blob_key: str = "", now: float = 0.0,
+             writer: str | None = None) -> tuple[Any, ...]:
     external = d.metadata.get("external_id")
-    return (d.doc_id, d.uri, d.source, d.content_hash, status, _text(d.title), d.n_pages, n_chunks, blob_key, "",
-            _dumps(d.metadata), None if external is None else str(external), now)
+    return (d.doc_id, _text(d.uri), _text(d.source), d.content_hash, status, _text(d.title), d.n_pages, n_chunks,
+            blob_key, "", _dumps(d.metadata), None if external is None else _text(str(external)), now, writer)
 
 
 def _executemany(conn: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -116,7 +131,11 @@ class PostgresMetaStore:
         """``stores.meta = postgresql://user@host/db``, opened by ``open_stores``."""
         return cls(url, read_only=ctx.read_only)
 
-    def __init__(self, dsn: str, *, read_only: bool = False, pool_size: int = 4) -> None:
+    def __init__(self, dsn: str, *, read_only: bool = False, pool_size: int = 4,
+                 stale_after_s: float = STALE_AFTER_S) -> None:
+        self._writer = f"fanrag-writer:{uuid.uuid4().hex}"  # this store's name on the rows it marks pending
+        self._claim_conn: Any = None  # the connection holding this writer's advisory lock (opened lazily)
+        self._stale_after_s = stale_after_s
         self._db = PgDb(dsn, read_only=read_only, max_size=pool_size)
         try:
             if read_only:
@@ -135,7 +154,7 @@ class PostgresMetaStore:
 
     # sources ---------------------------------------------------------------------------------------------
     def get_source(self, uri: str) -> SourceRecord | None:
-        rows = self._db.query(f"SELECT {_SRC_COLS} FROM fanrag_sources WHERE uri = %s", (uri,))
+        rows = self._db.query(f"SELECT {_SRC_COLS} FROM fanrag_sources WHERE uri = %s", (_text(uri),))
         return SourceRecord(*rows[0]) if rows else None
 
     def sources(self) -> list[SourceRecord]:
@@ -146,21 +165,23 @@ class PostgresMetaStore:
             f"INSERT INTO fanrag_sources ({_SRC_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
                          "ON CONFLICT (uri) DO UPDATE SET " + ", ".join(
                              f"{c} = excluded.{c}" for c in _SRC_COLS.split(", ")[1:]),
-                         (record.uri, record.content_hash, record.size, record.mtime, record.status,
+                         (_text(record.uri), record.content_hash, record.size, record.mtime, record.status,
                           _text(record.error), record.n_documents, record.updated_at or time.time())), write=True)
 
     def delete_source(self, uri: str) -> None:
-        self._db.run(lambda conn: conn.execute("DELETE FROM fanrag_sources WHERE uri = %s", (uri,)), write=True)
+        self._db.run(lambda conn: conn.execute("DELETE FROM fanrag_sources WHERE uri = %s", (_text(uri),)),
+                     write=True)
 
     # documents -------------------------------------------------------------------------------------------
     def document_hashes(self, source: str) -> dict[str, str]:
         return dict(self._db.query("SELECT doc_id, content_hash FROM fanrag_documents "
-                                   "WHERE source = %s AND status = 'committed'", (source,)))
+                                   "WHERE source = %s AND status = 'committed'", (_text(source),)))
 
     def mark_pending(self, docs: Sequence[Document]) -> None:
         if not docs:
             return
-        rows = [_doc_row(d, "pending", now=time.time()) for d in docs]
+        self._claim()  # first: a row that names this writer is never taken for a dead writer's
+        rows = [_doc_row(d, "pending", now=time.time(), writer=self._writer) for d in docs]
         # The old chunks stay in the table but are invisible (not committed) until commit() replaces them.
         self._db.run(lambda conn: _executemany(conn, _DOC_UPSERT, rows), write=True)
 
@@ -193,7 +214,7 @@ class PostgresMetaStore:
 
         def record(conn: Any) -> None:
             conn.execute("INSERT INTO fanrag_failures (uri, source, reason, at) VALUES (%s,%s,%s,%s)",
-                         (uri, source, _text(reason), now))
+                         (_text(uri), _text(source), _text(reason), now))
             conn.execute("UPDATE fanrag_documents SET status = 'failed', error = %s, updated_at = %s "
                          "WHERE doc_id = %s AND status <> 'committed'", (_text(reason), now, document_id(uri)))
 
@@ -215,7 +236,45 @@ class PostgresMetaStore:
             f"SELECT {_DOC_COLS} FROM fanrag_documents WHERE (%(status)s::text IS NULL OR status = %(status)s) "
             "AND (%(source)s::text IS NULL OR source = %(source)s) ORDER BY source, uri "
             "LIMIT %(limit)s OFFSET %(offset)s",
-            {"status": status, "source": source, "limit": limit, "offset": offset})]
+            {"status": status, "source": None if source is None else _text(source), "limit": limit,
+             "offset": offset})]
+
+    def stale_pending(self) -> list[str]:
+        """Pending documents whose writer is gone (its advisory lock is free: a crash, or a store that was
+        closed mid-batch) and that are older than ``stale_after_s``. This writer's own leftovers count
+        too: a store writes one run at a time, and this is asked before a run's first write."""
+        self._claim()
+        rows = self._db.query("SELECT doc_id, writer FROM fanrag_documents WHERE status = 'pending' "
+                              "AND updated_at < %s", (time.time() - self._stale_after_s,))
+        alive = {w for w in {w for _, w in rows} if w is not None and w != self._writer and self._holds(w)}
+        return [doc_id for doc_id, writer in rows if writer not in alive]
+
+    def _holds(self, writer: str) -> bool:
+        """Whether ``writer`` still holds its claim: then its lock cannot be taken from here."""
+        psycopg = _psycopg()
+        try:
+            taken = self._claim_conn.execute(f"SELECT pg_try_advisory_lock({_LOCK_KEY})", (writer,)).fetchone()[0]
+            if taken:
+                self._claim_conn.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", (writer,))
+        except psycopg.Error as exc:
+            raise StoreError(f"{self._db.where}: cannot check writer {writer}: {exc}") from exc
+        return not taken
+
+    def _claim(self) -> None:
+        """Hold this writer's advisory lock, on a connection of its own (again after a lost connection)."""
+        psycopg = _psycopg()
+        try:
+            if self._claim_conn is not None and not self._claim_conn.closed:
+                self._claim_conn.execute("SELECT 1")  # a session cut by a restart lost its lock: find out
+                return
+        except psycopg.Error:
+            self._claim_conn.close()
+        try:
+            conn = psycopg.connect(self._db.dsn, autocommit=True, connect_timeout=15)
+            conn.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})", (self._writer,))
+        except psycopg.Error as exc:
+            raise StoreError(f"{self._db.where}: cannot claim the pending rows of this writer: {exc}") from exc
+        self._claim_conn = conn
 
     def delete_documents(self, doc_ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(doc_ids))
@@ -262,4 +321,7 @@ class PostgresMetaStore:
         }
 
     def close(self) -> None:
+        if self._claim_conn is not None:
+            self._claim_conn.close()  # releases the claim: rows still pending now are a dead writer's
+            self._claim_conn = None
         self._db.close()

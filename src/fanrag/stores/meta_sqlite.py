@@ -2,6 +2,12 @@
 
 A document is ``pending`` from ``mark_pending`` until ``commit``; only chunks of ``committed`` documents
 are returned by ``get_chunks``, so whatever other stores hold for a half-written batch stays invisible.
+One writer process holds the home's lock, so whatever is pending when it starts a run was left by a
+writer that is gone (``stale_pending``).
+
+Any ``str`` can be written: SQLite's UTF-8 cannot hold a lone surrogate (a file name's undecodable byte, a
+JSON ``"\ud800"``), so each is stored as its escape (``names.storable``). Names stay lossless in the
+source URIs, which percent-encode their bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from ..ids import document_id
+from ..names import storable, storable_json
 from ..types import Chunk, Document
 from ._sqlite import SqliteDb, batched, marks, migrate, schema_version
 from .base import DocumentRecord, SourceRecord
@@ -61,7 +68,12 @@ _CHUNK_COLS = ("chunk_id, doc_id, position, text, char_start, char_end, page_sta
 
 def _dumps(obj: dict[str, Any] | None) -> str | None:
     # default=str: metadata comes from loaders and may hold dates or paths; never fail a commit on it.
-    return json.dumps(obj, ensure_ascii=False, default=str) if obj else None
+    return storable_json(json.dumps(obj, ensure_ascii=False, default=str)) if obj else None
+
+
+def _row(*values: Any) -> tuple[Any, ...]:
+    """Parameters SQLite can encode: every str made storable (a no-op for nearly every value)."""
+    return tuple(storable(v) if isinstance(v, str) else v for v in values)
 
 
 def _loads(text: str | None) -> dict[str, Any]:
@@ -79,8 +91,8 @@ def _chunk(row: tuple[Any, ...]) -> Chunk:
 
 
 def _chunk_row(c: Chunk) -> tuple[Any, ...]:
-    return (c.chunk_id, c.doc_id, c.position, c.text, c.char_start, c.char_end, c.page_start, c.page_end,
-            c.n_tokens, _dumps(c.metadata))
+    return _row(c.chunk_id, c.doc_id, c.position, c.text, c.char_start, c.char_end, c.page_start, c.page_end,
+                c.n_tokens, _dumps(c.metadata))
 
 
 def _external_id(doc: Document) -> str | None:
@@ -116,7 +128,7 @@ class SqliteMetaStore:
 
     # sources ---------------------------------------------------------------------------------------------
     def get_source(self, uri: str) -> SourceRecord | None:
-        rows = self._db.query(f"SELECT {_SRC_COLS} FROM sources WHERE uri = ?", (uri,))
+        rows = self._db.query(f"SELECT {_SRC_COLS} FROM sources WHERE uri = ?", _row(uri))
         return SourceRecord(*rows[0]) if rows else None
 
     def sources(self) -> list[SourceRecord]:
@@ -125,23 +137,23 @@ class SqliteMetaStore:
     def put_source(self, record: SourceRecord) -> None:
         with self._db.tx() as conn:
             conn.execute(f"INSERT OR REPLACE INTO sources ({_SRC_COLS}) VALUES (?,?,?,?,?,?,?,?)",
-                         (record.uri, record.content_hash, record.size, record.mtime, record.status,
-                          record.error, record.n_documents, record.updated_at or time.time()))
+                         _row(record.uri, record.content_hash, record.size, record.mtime, record.status,
+                              record.error, record.n_documents, record.updated_at or time.time()))
 
     def delete_source(self, uri: str) -> None:
         with self._db.tx() as conn:
-            conn.execute("DELETE FROM sources WHERE uri = ?", (uri,))
+            conn.execute("DELETE FROM sources WHERE uri = ?", _row(uri))
 
     # documents -------------------------------------------------------------------------------------------
     def document_hashes(self, source: str) -> dict[str, str]:
         rows = self._db.query("SELECT doc_id, content_hash FROM documents WHERE source = ? AND status = ?",
-                              (source, "committed"))
+                              _row(source, "committed"))
         return dict(rows)
 
     def mark_pending(self, docs: Sequence[Document]) -> None:
         now = time.time()
-        rows = [(d.doc_id, d.uri, d.source, d.content_hash, "pending", d.title, d.n_pages, 0, "", "",
-                 _dumps(d.metadata), _external_id(d), now) for d in docs]
+        rows = [_row(d.doc_id, d.uri, d.source, d.content_hash, "pending", d.title, d.n_pages, 0, "", "",
+                     _dumps(d.metadata), _external_id(d), now) for d in docs]
         with self._db.tx() as conn:
             # Upsert that keeps nothing of a previous commit: the old chunks stay in the table but are
             # invisible (not committed) until commit() replaces them.
@@ -154,9 +166,9 @@ class SqliteMetaStore:
         """
         now = time.time()
         per_doc = Counter(c.doc_id for c in chunks)
-        doc_rows = [(d.doc_id, d.uri, d.source, d.content_hash, "committed", d.title, d.n_pages,
-                     per_doc.get(d.doc_id, 0), blob_keys.get(d.doc_id) or blob_keys.get(d.source, ""), "",
-                     _dumps(d.metadata), _external_id(d), now) for d in docs]
+        doc_rows = [_row(d.doc_id, d.uri, d.source, d.content_hash, "committed", d.title, d.n_pages,
+                         per_doc.get(d.doc_id, 0), blob_keys.get(d.doc_id) or blob_keys.get(d.source, ""), "",
+                         _dumps(d.metadata), _external_id(d), now) for d in docs]
         doc_ids = [d.doc_id for d in docs]
         with self._db.tx() as conn:
             for part in batched(doc_ids):
@@ -171,9 +183,9 @@ class SqliteMetaStore:
         now = time.time()
         with self._db.tx() as conn:
             conn.execute("INSERT INTO failures (uri, source, reason, at) VALUES (?,?,?,?)",
-                         (uri, source, reason, now))
+                         _row(uri, source, reason, now))
             conn.execute("UPDATE documents SET status = 'failed', error = ?, updated_at = ? "
-                         "WHERE doc_id = ? AND status != 'committed'", (reason, now, document_id(uri)))
+                         "WHERE doc_id = ? AND status != 'committed'", _row(reason, now, document_id(uri)))
 
     def failures(self, limit: int = 100) -> list[tuple[str, str, str, float]]:
         """The most recent failures: (uri, source, reason, unix time)."""
@@ -192,13 +204,18 @@ class SqliteMetaStore:
             params.append(status)
         if source is not None:
             where.append("source = ?")
-            params.append(source)
+            params.append(storable(source))
         sql = f"SELECT {_DOC_COLS} FROM documents"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY source, uri LIMIT ? OFFSET ?"
         params += [-1 if limit is None else limit, offset]
         return [_doc_record(r) for r in self._db.query(sql, params)]
+
+    def stale_pending(self) -> list[str]:
+        """Every pending document: the home's lock admits one writer process, which calls this before its
+        run writes anything, so whoever marked them is gone."""
+        return [r[0] for r in self._db.query("SELECT doc_id FROM documents WHERE status = 'pending'")]
 
     def delete_documents(self, doc_ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(doc_ids))

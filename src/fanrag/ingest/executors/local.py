@@ -11,17 +11,24 @@ Two ways a worker process can go wrong, and what happens:
 * **This process dies** (SIGKILL): the workers must not live on. Their parent is not this process but
   the forkserver, and the forkserver does not die with it: it exits only when every holder of its
   "alive" pipe has, and each worker holds one. So neither PR_SET_PDEATHSIG nor polling ``getppid()``
-  in a worker would ever fire (both watch the forkserver). Instead each worker watches its owner: a
-  thread blocks on a pipe whose only writing end is held here, and exits the process at EOF, which the
-  kernel delivers the moment this process is gone, however it died. The forkserver and the resource
-  tracker then exit on their own, as their last clients are gone.
+  in a worker would ever fire (both watch the forkserver). Instead each worker watches its owner through
+  a pipe whose only writing end is held here, and which reaches EOF the moment this process is gone,
+  however it died. The kernel itself ends the worker then: the worker opens the pipe's reading end
+  anew (an open file description of its own) with O_ASYNC and itself as owner, so EOF sends it SIGIO,
+  whose default action terminates it, even while a parser holds the GIL in C for minutes (a thread
+  would wait for the GIL). A thread blocked on the pipe is the fallback where /proc is missing, and
+  catches an owner that died before the worker started. The forkserver (this run's or an earlier
+  run's: each executor has its own lifeline) and the resource tracker then exit on their own, as their
+  last clients are gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -124,7 +131,23 @@ async def _run(pool: ProcessPoolExecutor, call: Callable[[], T]) -> T:
 
 def exit_with_owner(lifeline: Connection) -> None:
     """Pool initializer, in each worker: exit when the process that owns the pool is gone."""
+    _sigio_at_eof(lifeline.fileno())
     threading.Thread(target=_exit_at_eof, args=(lifeline,), name="fanrag-lifeline", daemon=True).start()
+
+
+def _sigio_at_eof(fd: int) -> None:
+    """Have the kernel send this process SIGIO (default action: terminate) when ``fd`` reaches EOF. The
+    owner of a signal-driven descriptor is set per open file description, which every worker shares
+    for the inherited ``fd``: so open the pipe anew through /proc for a description of this worker's own
+    (non-blocking: no wait for a writer, should the owner be gone already)."""
+    try:
+        own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return  # no /proc: the thread alone watches
+    signal.signal(signal.SIGIO, signal.SIG_DFL)
+    fcntl.fcntl(own, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(own, fcntl.F_SETFL, fcntl.fcntl(own, fcntl.F_GETFL) | os.O_ASYNC)
+    # ``own`` stays open for the life of the worker: closing it would end the watch.
 
 
 def _exit_at_eof(lifeline: Connection) -> None:
