@@ -26,7 +26,10 @@ from .stores import StoreSet, open_stores
 from .types import DocStatus, IndexStatus
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from .retrieve import QueryResult, Retriever, RetrievalResult
+    from .retrieve.phases import Phase
 
 Mode = Literal["read", "write"]
 
@@ -96,6 +99,11 @@ class Engine:
 
     def query(self, text: str, **kw: Any) -> QueryResult:
         return asyncio.run(self.aquery(text, **kw))
+
+    def astream(self, text: str, **kw: Any) -> AsyncIterator[Phase]:
+        """The query's phases as they happen: its sources, then each answer token, then the result
+        (``Retriever.astream``): what a streaming client shows."""
+        return self.retriever.astream(text, **kw)
 
     async def aretrieve(self, text: str, **kw: Any) -> RetrievalResult:
         """The fused hits and every branch's lists, without rerank or answer (``Retriever.aretrieve``)."""

@@ -36,7 +36,7 @@ Phases = AsyncGenerator[Phase, None]
 
 async def open_phases(st: AppState, text: str, **kw: Any) -> tuple[Sources, Phases]:
     """A query's first phase (its sources) and the rest; an error before the sources is raised here."""
-    phases = st.engine.retriever.astream(text, **kw)
+    phases = st.engine.astream(text, **kw)
     try:
         first = await anext(phases)
     except BaseException:
