@@ -4,17 +4,17 @@ A language model told to cite still writes sentences that cite nothing, cite the
 a figure. After generation (streamed or not) the answer is split into sentences, each with the [n]
 markers inside it or right after it, and each sentence is checked against its cited sources only:
 
-- ``support`` of a sentence by one source is the better of two measures over the source's passages
-  (``text.passages``): the cosine between the sentence and its closest passage (when an embedder is
-  given), and the share of the sentence's content terms that the source contains. The sentence's support
-  is its best cited source's.
+- ``support``: the share of the sentence's content terms (stemmed; not its numbers, not words about the
+  sources) that its cited sources contain together (a sentence citing [1][3] may take half from each).
+  When that share falls short and an embedder is given, the cosine between the sentence and the closest
+  passage (``text.passages``) of its cited sources: a paraphrase shares fewer words.
 - every number in the sentence (a figure, a year) must occur in one of its cited sources: a changed
   figure is the commonest unsupported claim, and neither measure above sees it.
 
-A sentence is flagged (``supported`` false, with the reason) when it has content terms and cites
-nothing, cites no source that supports it, or states a number none of its sources contains. A
-sentence without content terms ("In short:"), and the explicit decline ("The sources do not contain the
-answer."), are never flagged.
+A sentence is flagged (``supported`` false, with the reason) when it cites nothing, cites no source that
+supports it, or states a number none of its sources contains. A sentence with fewer than two content
+terms and no number ("In short:"), and the explicit decline ("The sources do not contain the answer."),
+are not judged.
 """
 
 from __future__ import annotations
