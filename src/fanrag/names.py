@@ -38,6 +38,11 @@ def _escape(char: str) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (JSON's ``\\ud800``; an undecodable file name's byte)."""
+    return _SURROGATE.search(text) is not None
+
+
 def shown(text: str) -> str:
     """``text`` as one printable line (see the module docstring)."""
     return _UNSHOWN.sub(lambda m: _escape(m.group()), text) if _UNSHOWN.search(text) else text

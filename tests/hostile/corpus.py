@@ -16,7 +16,8 @@ a case commits, hangs or eats memory instead. Cases:
     page counts     a PDF whose page tree claims 1,048,000 pages in 700 bytes (its one real page commits),
                     a real 3,000-page PDF and a 600-entry collection (fanned out in ranges)
     nesting         HTML 100,000 elements deep, a JSON line nested 100,000 deep
-    size            a 64 MB JSON line, 2 MB of text without whitespace, a JSONL of 2M blank lines
+    size            a 64 MB JSON line, a JSONL of 2M blank lines
+    unicode         JSON text, title and id holding lone surrogates
     names           non-UTF-8 bytes, newlines, tabs, a terminal escape, 255 bytes, leading dashes,
                     spaces, bidi overrides: good content (committed), and one bad file with an odd name
     special files   a FIFO, a file-symlink loop, a dangling symlink, a directory symlink cycle; and,
@@ -164,6 +165,8 @@ def _good(root: Path) -> Iterator[Case]:
              "a JSONL collection of 600 entries (split in line ranges)")
     yield ok("pages-3000.pdf", pdf([text_page(f"Page {i} of the tide almanac.") for i in range(3000)]),
              "a real 3,000-page PDF (split in page ranges)")
+    yield ok("surrogates.jsonl", b'{"_id": "fine", "title": "Lone \\ud800 title", "text": "A lone \\udc00 in the text."}\n',
+             "JSON text and title holding lone surrogates (\\ud800 escapes)")
     yield ok("count-lie.pdf", pdf([text_page("The one real page.")], count=1_048_000),
              "a 700-byte PDF whose page tree claims 1,048,000 pages (its one real page is ingested)")
     yield ok(b"latin1-\xe9t\xe9.txt", _text(200, "latin").encode(), "a name that is not UTF-8")
@@ -201,6 +204,10 @@ def _bad(root: Path) -> Iterator[Case]:
     yield Case(_write(root, "deep.jsonl", b'{"_id": "deep", "text": "nested", "metadata": {"x": '
                       + b"[" * 100_000 + b"]" * 100_000 + b"}}\n" + _jsonl_line("fine", _text(50, "deep"))),
                "entry", "a JSON line nested 100,000 deep", r"nest|depth|deep|recursion", "the JSON depth bound")
+    yield Case(_write(root, "surrogate-id.jsonl", b'{"_id": "\\ud800", "text": "An id no URI can spell."}\n'
+                      + _jsonl_line("fine", _text(50, "id").strip())),
+               "entry", "a JSONL entry whose _id is a lone surrogate", r"id|surrogate|unicode|encode",
+               "the JSONL loader failing that line alone (quote() raised UnicodeEncodeError for the whole file)")
     yield Case(_write(root, "long-line.jsonl", _jsonl_line("long", "tide " * (13 * MB))
                       + _jsonl_line("fine", _text(50, "long"))),
                "entry", "a 64 MB JSON line", r"line|long|large|limit|bytes", "the JSONL line-length bound")

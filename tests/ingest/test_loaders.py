@@ -322,6 +322,16 @@ def test_jsonl_entries_and_bad_lines() -> None:
     assert [u for u, _ in docs.errors] == [f"{uri}#line4", f"{uri}#line5"]
 
 
+def test_a_jsonl_id_with_a_lone_surrogate_fails_its_line_alone(tmp_path: Path) -> None:
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(b'{"_id": "\\ud800", "text": "An id no URI can spell."}\n'
+                     b'{"_id": "ok", "title": "Lone \\udc00", "text": "Text with a lone \\ud800 in it."}\n')
+    docs = loaders.load(path)
+    assert [d.metadata["external_id"] for d in docs] == ["ok"]
+    [(uri, reason)] = docs.errors
+    assert uri.endswith("#line1") and reason == f"{path}: line 1: '_id' '\\\\ud800' holds a lone surrogate (not valid Unicode)"
+
+
 def test_jsonl_units_and_parts() -> None:
     path = FIXTURES / "collection.jsonl"
     assert loaders.units(path) == 6

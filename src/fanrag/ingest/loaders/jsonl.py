@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from ...errors import CorruptDocument, EmptyDocument, LoadError
 from ...ids import content_hash, document_id
+from ...names import has_surrogate, shown
 from ...types import Document
 from ._common import os_errors
 from .base import Documents, Part
@@ -87,6 +88,8 @@ def entry_document(raw: bytes, file_uri: str, number: int) -> Document:
         raise BadLine("empty text and title")
     ext_id = obj.get("_id", obj.get("id"))
     ext_id = f"line{number}" if ext_id is None or ext_id == "" else str(ext_id)
+    if has_surrogate(ext_id):  # the id becomes a URI, which only valid Unicode can spell: this line alone fails
+        raise BadLine(f"'_id' {shown(ext_id)!r} holds a lone surrogate (not valid Unicode)")
     uri = f"{file_uri}#{quote(ext_id, safe='')}"
     extra = obj.get("metadata")
     metadata: dict[str, Any] = {"external_id": ext_id, **(extra if isinstance(extra, dict) else {})}
