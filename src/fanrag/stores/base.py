@@ -10,7 +10,7 @@ write, then commit in the metadata store" is what makes ingestion resumable afte
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -136,6 +136,24 @@ class SourceRecord:
     updated_at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class CachedVector:
+    """One entry of the embedding cache (``embed/cache.py``): the vector bytes an embedder gave for a text
+    (by the text's hash), owned by the document that first wrote it."""
+
+    text_hash: bytes
+    doc_id: str
+    vector: bytes
+
+
+def stale_cache_keys(owned: Iterable[tuple[str, bytes, str]], model: str,
+                     keep: Mapping[str, Collection[bytes]]) -> list[tuple[str, bytes]]:
+    """The (model, text hash) keys to evict among ``owned`` (model, text hash, owner) entries: those whose
+    owner, being rewritten, no longer holds the text (``keep``: its texts' hashes), or holds it under
+    another ``model``. What both metadata stores evict when a document is written."""
+    return [(m, h) for m, h, doc in owned if m != model or h not in keep.get(doc, ())]
+
+
 @runtime_checkable
 class MetaStore(Protocol):
     """Source of truth: what is committed. Chunks become visible to queries only through ``commit``."""
@@ -180,6 +198,19 @@ class MetaStore(Protocol):
         """Committed chunks by id; ids that are not committed are absent."""
 
     def chunk_ids_of(self, doc_ids: Sequence[str]) -> list[str]: ...
+
+    # the embedding cache: vectors by (embedder, text hash), each entry owned by a document
+    def cached_vectors(self, model: str, text_hashes: Sequence[bytes]) -> dict[bytes, bytes]:
+        """text hash -> vector bytes of the entries ``model`` wrote; a hash that is absent is a miss."""
+
+    def cache_vectors(self, model: str, entries: Sequence[CachedVector],
+                      keep: Mapping[str, Collection[bytes]]) -> None:
+        """Add ``entries`` (an entry already there stays as it is), and evict the entries owned by each
+        document in ``keep`` whose text it no longer holds (``keep[doc_id]``: its texts' hashes), or
+        holds under another model, in one transaction."""
+
+    def evict_cached_vectors(self, doc_ids: Sequence[str]) -> int:
+        """Remove every entry these documents own (they are being deleted); returns how many."""
 
     def stats(self) -> dict[str, Any]: ...
 

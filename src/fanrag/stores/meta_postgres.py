@@ -23,7 +23,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import StoreError
@@ -31,7 +31,7 @@ from ..ids import document_id
 from ..names import storable, storable_json
 from ..types import Chunk, Document
 from ._pg import PgDb, _psycopg, migrate, schema_version
-from .base import DocumentRecord, SourceRecord
+from .base import CachedVector, DocumentRecord, SourceRecord, stale_cache_keys
 
 if TYPE_CHECKING:
     from .factory import OpenContext
@@ -64,6 +64,13 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # The writer that marked a pending row (NULL once committed): see stale_pending.
     "ALTER TABLE fanrag_documents ADD COLUMN writer TEXT",
+    # The embedding cache (embed/cache.py): an embedder's vector for a text's hash, owned by a document.
+    """
+    CREATE TABLE fanrag_embed_cache (
+        model TEXT NOT NULL, text_hash BYTEA NOT NULL, doc_id TEXT NOT NULL, vector BYTEA NOT NULL,
+        PRIMARY KEY (model, text_hash));
+    CREATE INDEX fanrag_embed_cache_doc ON fanrag_embed_cache(doc_id)
+    """,
 )
 STALE_AFTER_S = 300.0  # a pending row younger than this is never swept (see the module docstring)
 _LOCK_KEY = "hashtextextended(%s, 0)"  # a writer's name -> its advisory lock's 64-bit key
@@ -302,6 +309,37 @@ class PostgresMetaStore:
         return [r[0] for r in self._db.query("SELECT chunk_id FROM fanrag_chunks WHERE doc_id = ANY(%s) "
                                              "ORDER BY doc_id, position", (list(doc_ids),))]
 
+    # the embedding cache -------------------------------------------------------------------------------
+    def cached_vectors(self, model: str, text_hashes: Sequence[bytes]) -> dict[bytes, bytes]:
+        rows = self._db.query("SELECT text_hash, vector FROM fanrag_embed_cache WHERE model = %s "
+                              "AND text_hash = ANY(%s)", (model, list(dict.fromkeys(text_hashes))))
+        return {bytes(h): bytes(v) for h, v in rows}
+
+    def cache_vectors(self, model: str, entries: Sequence[CachedVector],
+                      keep: Mapping[str, Collection[bytes]]) -> None:
+        def write(conn: Any) -> None:
+            owned = [(m, bytes(h), d) for m, h, d in conn.execute(
+                "SELECT model, text_hash, doc_id FROM fanrag_embed_cache WHERE doc_id = ANY(%s)", (list(keep),))]
+            stale = stale_cache_keys(owned, model, keep)
+            if stale:
+                conn.execute("DELETE FROM fanrag_embed_cache c USING unnest(%s::text[], %s::bytea[]) AS s(m, h) "
+                             "WHERE c.model = s.m AND c.text_hash = s.h", ([m for m, _ in stale], [h for _, h in stale]))
+            if entries:  # one statement whatever the count: the arrays travel as three parameters
+                conn.execute("INSERT INTO fanrag_embed_cache (model, text_hash, doc_id, vector) "
+                             "SELECT %s, h, d, v FROM unnest(%s::bytea[], %s::text[], %s::bytea[]) AS e(h, d, v) "
+                             "ON CONFLICT (model, text_hash) DO NOTHING",
+                             (model, [e.text_hash for e in entries], [e.doc_id for e in entries],
+                              [e.vector for e in entries]))
+
+        self._db.run(write, write=True)
+
+    def evict_cached_vectors(self, doc_ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(doc_ids))
+        if not ids:
+            return 0
+        return self._db.run(lambda conn: conn.execute("DELETE FROM fanrag_embed_cache WHERE doc_id = ANY(%s)",
+                                                      (ids,)).rowcount, write=True)
+
     def stats(self) -> dict[str, Any]:
         return self._db.run(self._stats)
 
@@ -317,6 +355,7 @@ class PostgresMetaStore:
             "chunks": int(conn.execute("SELECT coalesce(sum(n_chunks), 0) FROM fanrag_documents "
                                        "WHERE status = 'committed'").fetchone()[0]),
             "failures": conn.execute("SELECT count(*) FROM fanrag_failures").fetchone()[0],
+            "embed_cache": conn.execute("SELECT count(*) FROM fanrag_embed_cache").fetchone()[0],
             "schema_version": len(MIGRATIONS),
         }
 

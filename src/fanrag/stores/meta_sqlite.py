@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -23,7 +23,7 @@ from ..ids import document_id
 from ..names import storable, storable_json
 from ..types import Chunk, Document
 from ._sqlite import SqliteDb, batched, marks, migrate, schema_version
-from .base import DocumentRecord, SourceRecord
+from .base import CachedVector, DocumentRecord, SourceRecord, stale_cache_keys
 
 if TYPE_CHECKING:
     from .factory import OpenContext
@@ -51,6 +51,13 @@ MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY AUTOINCREMENT, uri TEXT NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
         at REAL NOT NULL);
     CREATE INDEX failures_uri ON failures(uri)
+    """,
+    # The embedding cache (embed/cache.py): an embedder's vector for a text's hash, owned by a document.
+    """
+    CREATE TABLE embed_cache (
+        model TEXT NOT NULL, text_hash BLOB NOT NULL, doc_id TEXT NOT NULL, vector BLOB NOT NULL,
+        PRIMARY KEY (model, text_hash));
+    CREATE INDEX embed_cache_doc ON embed_cache(doc_id)
     """,
 )
 
@@ -254,6 +261,33 @@ class SqliteMetaStore:
                 part)]
         return out
 
+    # the embedding cache -------------------------------------------------------------------------------
+    def cached_vectors(self, model: str, text_hashes: Sequence[bytes]) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        for part in batched(list(dict.fromkeys(text_hashes))):
+            out.update(self._db.query("SELECT text_hash, vector FROM embed_cache WHERE model = ? AND "
+                                      f"text_hash IN ({marks(len(part))})", (model, *part)))
+        return out
+
+    def cache_vectors(self, model: str, entries: Sequence[CachedVector],
+                      keep: Mapping[str, Collection[bytes]]) -> None:
+        with self._db.tx() as conn:
+            owners = list(keep)
+            owned = [row for part in batched(owners) for row in conn.execute(
+                f"SELECT model, text_hash, doc_id FROM embed_cache WHERE doc_id IN ({marks(len(part))})", part)]
+            conn.executemany("DELETE FROM embed_cache WHERE model = ? AND text_hash = ?",
+                             stale_cache_keys(owned, model, keep))
+            conn.executemany("INSERT OR IGNORE INTO embed_cache (model, text_hash, doc_id, vector) "
+                             "VALUES (?,?,?,?)", [(model, e.text_hash, e.doc_id, e.vector) for e in entries])
+
+    def evict_cached_vectors(self, doc_ids: Sequence[str]) -> int:
+        removed = 0
+        with self._db.tx() as conn:
+            for part in batched(list(dict.fromkeys(doc_ids))):
+                removed += conn.execute(f"DELETE FROM embed_cache WHERE doc_id IN ({marks(len(part))})",
+                                        part).rowcount
+        return removed
+
     def stats(self) -> dict[str, Any]:
         with self._db.read() as conn:
             by_status = dict(conn.execute("SELECT status, count(*) FROM documents GROUP BY status").fetchall())
@@ -264,6 +298,7 @@ class SqliteMetaStore:
                 "chunks": conn.execute("SELECT coalesce(sum(n_chunks), 0) FROM documents "
                                        "WHERE status = 'committed'").fetchone()[0],
                 "failures": conn.execute("SELECT count(*) FROM failures").fetchone()[0],
+                "embed_cache": conn.execute("SELECT count(*) FROM embed_cache").fetchone()[0],
                 "schema_version": len(MIGRATIONS),
             }
 

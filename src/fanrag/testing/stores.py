@@ -38,7 +38,15 @@ import pytest
 from ..errors import StoreError
 from ..ids import document_id
 from ..settings import Settings
-from ..stores.base import BlobStore, GraphStore, KeywordStore, MetaStore, SourceRecord, VectorStore
+from ..stores.base import (
+    BlobStore,
+    CachedVector,
+    GraphStore,
+    KeywordStore,
+    MetaStore,
+    SourceRecord,
+    VectorStore,
+)
 from ..stores.factory import OpenContext, open_backend
 from ..types import Chunk, Document
 
@@ -447,6 +455,32 @@ class MetaStoreContract(StoreContract):
         assert len(reader.get_chunks(writer.chunk_ids_of([d.doc_id]))) == 2
         with pytest.raises(StoreError, match="read-only"):
             reader.mark_pending([d])
+
+    def test_embed_cache_hits_only_its_own_model(self, store: Any) -> None:
+        vec = np.arange(4, dtype=np.float32).tobytes()
+        store.cache_vectors("m1", [CachedVector(b"h1", "doc-a", vec)], {"doc-a": {b"h1"}})
+        assert store.cached_vectors("m1", [b"h1", b"h2", b"h1"]) == {b"h1": vec}
+        assert store.cached_vectors("m2", [b"h1"]) == {}  # another embedder never sees m1's vectors
+        # An entry already there stays as it is: the first vector written for a text is the one served.
+        store.cache_vectors("m1", [CachedVector(b"h1", "doc-b", b"other")], {"doc-b": {b"h1"}})
+        assert store.cached_vectors("m1", [b"h1"]) == {b"h1": vec}
+
+    def test_embed_cache_evicts_what_a_rewritten_document_dropped(self, store: Any) -> None:
+        entries = [CachedVector(h, "doc-a", h * 4) for h in (b"h1", b"h2")]
+        store.cache_vectors("m1", entries, {"doc-a": {b"h1", b"h2"}})
+        store.cache_vectors("m0", [CachedVector(b"h1", "doc-a", b"old model")], {})
+        # doc-a is written again holding h1 and h3 (with m1): h2 and its m0 entry go, h1 stays.
+        store.cache_vectors("m1", [CachedVector(b"h3", "doc-a", b"h3")], {"doc-a": {b"h1", b"h3"}})
+        assert store.cached_vectors("m1", [b"h1", b"h2", b"h3"]) == {b"h1": b"h1" * 4, b"h3": b"h3"}
+        assert store.cached_vectors("m0", [b"h1"]) == {}
+        assert store.stats()["embed_cache"] == 2
+
+    def test_embed_cache_entries_leave_with_their_document(self, store: Any) -> None:
+        store.cache_vectors("m1", [CachedVector(b"h1", "doc-a", b"v1"), CachedVector(b"h2", "doc-b", b"v2")],
+                            {"doc-a": {b"h1"}, "doc-b": {b"h2"}})
+        assert store.evict_cached_vectors(["doc-a", "doc-a", "absent"]) == 1
+        assert store.cached_vectors("m1", [b"h1", b"h2"]) == {b"h2": b"v2"}
+        assert store.evict_cached_vectors([]) == 0
 
 
 # blobs --------------------------------------------------------------------------------------------------------
