@@ -69,9 +69,9 @@ def test_a_run_that_raises_ends_its_root_as_an_error(tmp_path: Path, docs: Path,
         raise RuntimeError("the sweep failed")
 
     monkeypatch.setattr(fanrag.ingest.writer.IndexWriter, "sweep", broken)
-    with Engine.open(settings=make_settings(tmp_path / "home")) as engine:
-        with pytest.raises(RuntimeError, match="the sweep failed"):
-            engine.ingest([docs])
+    with Engine.open(settings=make_settings(tmp_path / "home")) as engine, \
+            pytest.raises(RuntimeError, match="the sweep failed"):
+        engine.ingest([docs])
     root = next(s for s in spans.get_finished_spans() if s.name == "fanrag.ingest")
     assert root.status.status_code is StatusCode.ERROR
     assert any(e.name == "exception" for e in root.events)

@@ -1,6 +1,9 @@
-"""Prometheus metrics of one app: query latency by stage, branch outcomes, ingest throughput.
+"""Prometheus metrics of one app: query latency by stage, branch outcomes, ingest throughput and where
+each ingest run spent its time (by stage, and by store for the writes).
 
-Each app gets its own ``CollectorRegistry`` so two apps in one process (tests) do not collide.
+Each app gets its own ``CollectorRegistry`` so two apps in one process (tests) do not collide. Queries
+are observed from their ``QueryResult``, ingest runs from their summary: the same records that
+``--explain``, the web UI and the OpenTelemetry spans (``fanrag.telemetry``) are made from.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from ..errors import require
 # Retrieval lives in milliseconds: buckets from 1 ms to 10 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0)
+# An ingest stage takes from milliseconds (one small file) to hours (a corpus): buckets from 10 ms to 3 h.
+INGEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 10800.0)
+INGEST_STAGES = ("plan", "load_chunk", "embed", "write")  # IngestSummary.stages, write_stores apart
 
 
 class Metrics:
@@ -33,6 +39,13 @@ class Metrics:
         self.ingest_seconds = prom.Counter("fanrag_ingest_seconds", "Wall time spent ingesting", registry=r)
         self.ingest_rate = prom.Gauge("fanrag_ingest_last_chunks_per_second", "Throughput of the last ingest",
                                       registry=r)
+        self.ingest_stage = prom.Histogram(
+            "fanrag_ingest_stage_seconds", "Seconds one ingest run spent per stage (plan and load_chunk summed "
+            "over worker processes; embed and write are their consumers' busy time)", ["stage"],
+            buckets=INGEST_BUCKETS, registry=r)
+        self.ingest_store = prom.Histogram("fanrag_ingest_write_store_seconds", "Seconds one ingest run spent "
+                                           "writing to each store (they write at once)", ["store"],
+                                           buckets=INGEST_BUCKETS, registry=r)
 
     def observe_query(self, result: Any) -> None:
         """Record a ``QueryResult``'s stage timings and branch outcomes."""
@@ -55,6 +68,11 @@ class Metrics:
         self.ingest_pages.inc(summary.get("pages", 0))
         self.ingest_seconds.inc(summary.get("wall_s", 0.0))
         self.ingest_rate.set(summary.get("chunks_per_s", 0.0))
+        stages = summary.get("stages", {})
+        for stage in INGEST_STAGES:
+            self.ingest_stage.labels(stage).observe(stages.get(stage, 0.0))
+        for store, seconds in stages.get("write_stores", {}).items():
+            self.ingest_store.labels(store).observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST

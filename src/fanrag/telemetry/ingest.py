@@ -33,7 +33,8 @@ from .spans import AttrValue, capped, emit, finish, start
 
 if TYPE_CHECKING:
     from ..ingest.assemble import Ready
-    from ..ingest.sources import SourceFile, SourceOutcomes, SourcePlan, SourceState
+    from ..ingest.ledger import SourceState
+    from ..ingest.sources import SourceFile, SourceOutcomes, SourcePlan
     from ..ingest.summary import IngestSummary, Progress
     from ..ingest.work import PartResult, Piece
     from ..ingest.writer import IndexWriter
@@ -98,7 +99,7 @@ class TracedLedger(SourceLedger):
         self._root = trace.get_current_span()
         self._open: dict[str, _Open] = {}
         self._stages = writer.stages
-        self._write_s, self._store_s = 0.0, {}
+        self._write_s, self._store_s = 0.0, dict[str, float]()
         self._queued: dict[int, int] = {}
         super().__init__(writer, _Outcomes(self, outcomes), progress)
 
@@ -106,7 +107,7 @@ class TracedLedger(SourceLedger):
         state = super().accept(src)
         if state is not None:
             self._close(src.uri, "error: redelivered before its outcome")  # a queue's redelivery: a new span
-            attrs = {"fanrag.source": shown(src.path), "fanrag.source.uri": shown(src.uri), "fanrag.bytes": src.size}
+            attrs: dict[str, AttrValue] = {"fanrag.source": shown(src.path), "fanrag.source.uri": shown(src.uri), "fanrag.bytes": src.size}
             self._open[src.uri] = _Open(start(self._tracer, "fanrag.ingest.source", time.time_ns(), self._root, attrs))
         return state
 
@@ -120,7 +121,7 @@ class TracedLedger(SourceLedger):
         end = time.time_ns()
         o = self._open.get(result.job.plan.source.uri)
         docs = [p.doc.doc_id for p in result.pieces]
-        attrs = {"fanrag.part": result.job.index, "fanrag.pages": result.pages, "fanrag.docs": len(docs),
+        attrs: dict[str, AttrValue] = {"fanrag.part": result.job.index, "fanrag.pages": result.pages, "fanrag.docs": len(docs),
                  "fanrag.doc_ids": capped(docs), "fanrag.chunks": sum(len(p.chunks) for p in result.pieces),
                  "fanrag.unchanged": len(result.unchanged), "fanrag.failed": len(result.failures)}
         status = f"error: {result.error}" if result.error else "ok"
@@ -135,7 +136,7 @@ class TracedLedger(SourceLedger):
     def embedded(self, pieces: Sequence[Piece], seconds: float) -> None:
         super().embedded(pieces, seconds)
         end, chunks = time.time_ns(), sum(len(p.chunks) for p in pieces)
-        attrs = {"fanrag.batch.docs": len(pieces), "fanrag.batch.chunks": chunks,
+        attrs: dict[str, AttrValue] = {"fanrag.batch.docs": len(pieces), "fanrag.batch.chunks": chunks,
                  "fanrag.queued": self._queued.pop(id(pieces), 0),
                  "fanrag.doc_ids": capped([p.doc.doc_id for p in pieces]),
                  "fanrag.chunks_per_s": round(chunks / seconds, 1) if seconds > 0 else 0.0}
