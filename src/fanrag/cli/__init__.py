@@ -23,6 +23,10 @@ _COMMANDS = {
     "worker": "fanrag.cli.jobs:worker",
     "jobs": "fanrag.cli.jobs:jobs",
     "celery-ingest": "fanrag.cli.celery_cmd:celery_ingest",
+    "ls": "fanrag.cli.documents:ls",
+    "delete": "fanrag.cli.documents:delete",
+    "completion": "fanrag.cli.completion:completion",
+    "mcp": "fanrag.cli.mcp:mcp",
 }
 
 

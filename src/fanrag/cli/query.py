@@ -3,13 +3,16 @@ fan-out timeline so you can see the branches overlap."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from ..engine import Engine
+from ..retrieve.phases import Done, Token
 from ..retrieve.results import QueryResult
-from ..settings import Settings
 from ..types import BRANCH_NAMES
 from .options import home_option, json_option
 
@@ -36,28 +39,40 @@ def _branches(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
 @click.option("--no-answer", is_flag=True, help="Retrieve only; do not generate an answer.")
 def query(text: str, home: str | None, as_json: bool, explain: bool, top_n: int | None,
           branches: tuple[str, ...] | None, no_answer: bool) -> None:
-    """Answer TEXT from the index, citing sources [n]."""
-    settings = Settings.load(home=home)
-    # stream tokens to the terminal only for a model that streams; JSON output stays one object
-    streaming = not as_json and settings.llm.backend != "extractive" and not no_answer
-    on_token = (lambda tok: click.echo(tok, nl=False)) if streaming else None
-    with Engine.open(settings=settings, mode="read") as engine:
-        result = engine.query(text, branches=branches, top_n=top_n, generate=not no_answer, on_token=on_token)
+    """Answer TEXT from the index, citing sources [n]; a model's answer is printed as it is written."""
+    # the answer goes to the terminal token by token; --json prints the one result object at the end
+    on_token = None if as_json else (lambda tok: click.echo(tok, nl=False))
+    with Engine.open(home, mode="read") as engine:
+        result = asyncio.run(streamed(engine, text, on_token, branches=branches, top_n=top_n,
+                                      generate=not no_answer))
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
-    if streaming:
-        click.echo()
-    click.echo(render(result, answer=not streaming and not no_answer))
+    if result.answer:
+        click.echo("\n")  # ends the streamed answer, then a blank line before the sources
+    click.echo(render(result))
     if explain:
         click.echo(timeline(result))
 
 
-def render(result: QueryResult, answer: bool = True) -> str:
-    """The answer, its sources and the retrieved chunks, as plain text."""
+async def streamed(engine: Engine, text: str, on_token: Callable[[str], object] | None, **kw: Any) -> QueryResult:
+    """The query through ``Engine.astream``: each answer token to ``on_token`` as the generator writes it
+    (a model that fails is followed by its labelled extractive replacement), then the result."""
+    phases = engine.astream(text, **kw)
+    try:
+        async for phase in phases:
+            if isinstance(phase, Token) and on_token is not None:
+                on_token(phase.text)
+            elif isinstance(phase, Done):
+                return phase.result
+    finally:
+        await phases.aclose()
+    raise AssertionError("Engine.astream ended without a result")
+
+
+def render(result: QueryResult) -> str:
+    """What follows the streamed answer: its sources and the retrieved chunks, as plain text."""
     lines: list[str] = []
-    if answer and result.generator:
-        lines += [result.answer, ""]
     if result.citations:
         lines.append("Sources:")
         for c in result.citations:
