@@ -148,6 +148,9 @@ class EmbedSettings:
     rate_limit_rpm: NonNegativeInt = 0  # http: requests per minute, 0 = off
     rate_limit_tpm: NonNegativeInt = 0  # http: (estimated) input tokens per minute, 0 = off
     rate_limit_redis: str = ""  # redis://... shares the limit between processes; empty = per process
+    # Keep each chunk's vector in the metadata store by (embedder, text hash): re-ingesting a changed document
+    # embeds only the chunks whose text changed (see embed/cache.py).
+    cache: bool = True
 
     _gather = _rule("gather", "must be >= batch_size", lambda v, d: v >= d["batch_size"])
     _url = _required_for("url", "http")

@@ -59,7 +59,7 @@ def merge(pieces: list[Piece], vectors: list[np.ndarray]) -> Ready:
             chunks.append(Chunk.make(
                 first.doc_id, len(chunks), c.text, char_start=c.char_start + offset, char_end=c.char_end + offset,
                 page_start=c.page_start, page_end=c.page_end, n_tokens=c.n_tokens, metadata=c.metadata,
-                entities=c.entities))
+                entities=c.entities, header=c.header))
         texts.append(doc.text)
         offset += len(doc.text) + len(SEP)
     meta = {k: v for k, v in first.metadata.items() if k not in ("part", "n_pages_total")}

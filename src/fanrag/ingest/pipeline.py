@@ -4,6 +4,7 @@
                      │ PartResult (bounded queue)
                      ▼
                 [embed]  one consumer; gathers chunks across documents into large, length-sorted batches
+                         and looks each batch up in the embedding cache first: only misses are embedded
                      │ (Piece, vectors) (bounded queue)
                      ▼
                 [assemble + write]  the IndexWriter merges page ranges in order; per batch: mark pending,
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..embed.base import Embedder
+from ..embed.cache import EmbedCache, identity
 from ..settings import Settings
 from ..stores import StoreSet
 from ..telemetry import ingest as telemetry
@@ -56,11 +58,14 @@ class IngestPipeline:
         self.executor = executor
         self.progress = progress
         self._cfg = work_config(settings, embedder)
+        self._cache_id, self._dim = identity(embedder, settings.embed.max_length), embedder.dim
+        self.cache: EmbedCache | None = None  # the last run's embedding cache (its hits and misses)
 
     @telemetry.run  # a root span when tracing is on (fanrag.telemetry)
     async def arun(self, source: JobSource, *, prune: bool = False) -> IngestSummary:
         t0 = time.perf_counter()
-        writer = IndexWriter(self.stores)
+        self.cache = EmbedCache(self.stores.meta, self._cache_id, self._dim) if self.settings.embed.cache else None
+        writer = IndexWriter(self.stores, cache=self.cache)
         ledger = telemetry.ledger(writer, source, self.progress)  # its events are spans too when tracing is on
         depth = self.settings.pipeline.queue_depth
         chunks_q: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth * 4)
@@ -181,10 +186,16 @@ class IngestPipeline:
     async def _embed(self, ledger: SourceLedger, pieces: list[Piece]) -> list[tuple[Piece, np.ndarray]]:
         texts = [c.indexed_text for p in pieces for c in p.chunks]  # the header is embedded too
         t = time.perf_counter()
-        vectors = await self.executor.embed(texts) if texts else np.zeros((0, 0), np.float32)
+        vectors = await self._vectors(texts) if texts else np.zeros((0, 0), np.float32)
         ledger.summary.stages.embed += time.perf_counter() - t
         ledger.embedded(pieces, time.perf_counter() - t)
         return list(zip(pieces, split_rows(vectors, (len(p.chunks) for p in pieces)), strict=True))
+
+    async def _vectors(self, texts: list[str]) -> np.ndarray:
+        """Through the embedding cache when it is on: only the texts it does not hold are embedded."""
+        if self.cache is None:
+            return await self.executor.embed(texts)
+        return await self.cache.embed(texts, self.executor.embed)
 
     # ------------------------------------------------------------------ stage 3: assemble + write
 

@@ -4,9 +4,10 @@
                       store (vectors, keywords, graph, then the rows); its sources are read again
     assemble(piece)   the pieces of a split document (page ranges) join, in order, into one document
     write(batch)      the original file of each source first (blobs); then mark pending (meta), the three
-                      index writes at once (vectors, keywords, graph: asyncio.gather over threads), and
-                      commit (meta). A StoreError redoes the whole batch (each store write is delete + add,
-                      so a redo is harmless)
+                      index writes at once (vectors, keywords, graph: asyncio.gather over threads; with them
+                      the embedding cache's new entries, ``embed/cache.py``), and commit (meta). A
+                      StoreError redoes the whole batch (each store write is delete + add, so a redo is
+                      harmless)
     record_*          a source's outcome in the metadata store (committed, partial, failed, unchanged)
     finish_run        prune sources whose file is gone, then checkpoint the vector store
 
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..embed.cache import EmbedCache
 from ..errors import StoreError
 from ..ids import path_of
 from ..names import one_line
@@ -50,10 +52,12 @@ WRITE_RETRIES = 3
 
 class IndexWriter:
     """Assembles documents and writes them, and the outcomes of their sources, to an index's stores.
-    ``stages`` receives the write timings (the run summary's, where there is one)."""
+    ``stages`` receives the write timings (the run summary's, where there is one); ``cache``, where the
+    embedding cache is on, gets the vectors this run embedded with each document's write."""
 
-    def __init__(self, stores: StoreSet, stages: StageTimes | None = None) -> None:
+    def __init__(self, stores: StoreSet, stages: StageTimes | None = None, cache: EmbedCache | None = None) -> None:
         self.stores = stores
+        self.cache = cache
         self.stages = stages if stages is not None else StageTimes()
         self._assembler = Assembler()
         self._blob_keys: dict[tuple[str, str], str] = {}  # (source uri, content hash) -> blob key: stored once
@@ -104,9 +108,16 @@ class IndexWriter:
                 self._timed("vectors", _replace, s.vectors, ids, chunks, vectors),
                 self._timed("keywords", _replace, s.keywords, ids, chunks, {d.doc_id: d.title for d in docs}),
                 self._timed("graph", _replace, s.graph, ids, chunks),
+                self._cache_batch(batch),
             )
             await self._timed("meta", s.meta.commit, docs, chunks, {d.doc_id: blob_keys[d.source] for d in docs})
         return {uri: self.vanished[uri] for uri in files if uri not in blob_keys}
+
+    async def _cache_batch(self, batch: Sequence[Ready]) -> None:
+        """The cache entries of these documents (none when the cache is off)."""
+        if self.cache is not None:
+            docs = [(r.doc.doc_id, [c.indexed_text for c in r.chunks], r.vectors) for r in batch]
+            await self._timed("cache", self.cache.store, docs)
 
     async def _timed(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         """One store's write, in a thread; its seconds add up per store over the run."""
@@ -201,7 +212,8 @@ def delete_everywhere(stores: StoreSet, doc_ids: list[str]) -> int:
     Their sources are marked first ("partial", no hash: the freshness check reads them again), so that
     re-ingesting an unchanged file brings a deleted document back instead of reporting it unchanged; a
     crash after the mark costs one re-read. A caller that goes on to record the source (a run's
-    ``record_done``, ``prune``) overwrites the mark."""
+    ``record_done``, ``prune``) overwrites the mark. The embedding cache's entries that these documents
+    own leave with them (``embed/cache.py``)."""
     if not doc_ids:
         return 0
     meta = stores.meta
@@ -212,6 +224,7 @@ def delete_everywhere(stores: StoreSet, doc_ids: list[str]) -> int:
                                                 error="documents deleted: read again on the next run"))
     for store in (stores.vectors, stores.keywords, stores.graph):
         store.delete_documents(doc_ids)
+    meta.evict_cached_vectors(doc_ids)
     return meta.delete_documents(doc_ids)
 
 
