@@ -22,6 +22,7 @@ import pytest
 from fanrag.errors import StoreError
 from fanrag.settings import Settings
 from fanrag.stores import OpenContext, ScoredId, register_backend
+from fanrag.stores.base import Allowed
 from fanrag.stores.identity import BuiltWith, check_embedder, should_record
 from fanrag.testing.stores import BlobStoreContract, VectorStoreContract
 from fanrag.types import Chunk
@@ -126,15 +127,16 @@ class MemoryVectorStore:
             del self._index.rows[cid]
         return len(gone)
 
-    def search_shard(self, shard: int, query: np.ndarray, k: int) -> list[ScoredId]:
-        return self._top(query, k, lambda cid: zlib.crc32(cid.encode()) % self.n_shards == shard)
+    def search_shard(self, shard: int, query: np.ndarray, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
+        return self._top(query, k, lambda cid: zlib.crc32(cid.encode()) % self.n_shards == shard, allowed)
 
-    def search(self, query: np.ndarray, k: int) -> list[ScoredId]:
-        return self._top(query, k, lambda cid: True)
+    def search(self, query: np.ndarray, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
+        return self._top(query, k, lambda cid: True, allowed)
 
-    def _top(self, query: np.ndarray, k: int, keep: Any) -> list[ScoredId]:
+    def _top(self, query: np.ndarray, k: int, keep: Any, allowed: Allowed | None) -> list[ScoredId]:
         q = np.asarray(query, dtype=np.float32) / np.linalg.norm(query)
-        hits = [ScoredId(cid, float(v @ q)) for cid, (_, v) in self._index.rows.items() if keep(cid)]
+        hits = [ScoredId(cid, float(v @ q)) for cid, (doc, v) in self._index.rows.items()
+                if keep(cid) and (allowed is None or doc in allowed)]
         return sorted(hits, key=lambda h: -h.score)[:k]
 
     def count(self) -> int:

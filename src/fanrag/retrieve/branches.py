@@ -6,6 +6,12 @@ runs start to finish in one pool thread: its steps depend on each other (embed, 
 then PRF), so handing each step back to the loop would only add wake-ups. Adding a branch is one class
 here and one name in ``BranchName``.
 
+A filtered query (``fanrag.filters``) gives ``run`` the ids of the documents it may return (``allowed``),
+and the branch hands them to its store, which searches those documents only: each branch ranks the best
+``k`` allowed chunks, as deep as without a filter. A branch declares that it does so with
+``takes_filter = True``; the retriever skips one that does not under a filter, rather than let it
+return what the filter excludes.
+
 A branch never writes to shared state: what it wants to say goes into its ``BranchOutput.trace``, and the
 retriever keeps that only when the branch finished in time, so a timed-out branch that is still running
 cannot change a result already returned.
@@ -20,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..stores.base import ScoredId
+from ..stores.base import Allowed, ScoredId
 from ..stores.merge import merge_shards
 from ..types import BranchName
 from . import trace
@@ -50,7 +56,9 @@ class Branch(Protocol):
         """Why this branch has nothing to do for ``t`` ('' when it has)."""
 
     def run(self, t: TransformResult, k: int, parallel: bool) -> BranchOutput:
-        """Search; ``parallel=False`` is the benchmark's sequential baseline (no inner fan-out either)."""
+        """Search; ``parallel=False`` is the benchmark's sequential baseline (no inner fan-out either).
+        A branch with ``takes_filter = True`` also takes ``allowed`` (doc ids), and returns only their
+        chunks."""
 
 
 class VectorSearch:
@@ -64,10 +72,11 @@ class VectorSearch:
         self.store = store
         self.leaves = leaves
 
-    def search(self, vecs: np.ndarray, k: int, parallel: bool, branch: str = "") -> list[list[ScoredId]]:
+    def search(self, vecs: np.ndarray, k: int, parallel: bool, branch: str = "",
+               allowed: Allowed | None = None) -> list[list[ScoredId]]:
         n = self.store.n_shards
         jobs = [(row, shard) for row in range(len(vecs)) for shard in range(n)]
-        leaf = self._leaf(branch, len(vecs) > 1)
+        leaf = self._leaf(branch, len(vecs) > 1, allowed)
         if parallel and len(jobs) > 1:
             futures = [self.leaves.submit(leaf, row, shard, vecs[row], k) for row, shard in jobs]
             parts = [f.result() for f in futures]
@@ -75,16 +84,23 @@ class VectorSearch:
             parts = [leaf(row, shard, vecs[row], k) for row, shard in jobs]
         return [merge_shards(parts[row * n:(row + 1) * n], k) for row in range(len(vecs))]
 
-    def _leaf(self, branch: str, rows: bool) -> Callable[[int, int, np.ndarray, int], list[ScoredId]]:
+    def _leaf(self, branch: str, rows: bool,
+              allowed: Allowed | None) -> Callable[[int, int, np.ndarray, int], list[ScoredId]]:
         """One shard search, recorded as a span of the query (captured here: leaf threads have no context)."""
         rec = trace.current.get()
+        store = self.store
+
+        def search(shard: int, vec: np.ndarray, k: int) -> list[ScoredId]:
+            # the unfiltered call stays as it was, for stores written before filters
+            return store.search_shard(shard, vec, k) if allowed is None else store.search_shard(shard, vec, k, allowed)
+
         if rec is None:
-            return lambda row, shard, vec, k: self.store.search_shard(shard, vec, k)
+            return lambda row, shard, vec, k: search(shard, vec, k)
 
         def leaf(row: int, shard: int, vec: np.ndarray, k: int) -> list[ScoredId]:
             name = f"shard:{shard}" + (f" q{row + 1}" if rows else "")
             with rec.span(name, parent=f"branch:{branch}"):
-                return self.store.search_shard(shard, vec, k)
+                return search(shard, vec, k)
         return leaf
 
 
@@ -92,6 +108,7 @@ class DenseBranch:
     """The query's embedding against every vector shard."""
 
     name = BranchName.DENSE
+    takes_filter = True
 
     def __init__(self, embedder: Embedder, vectors: VectorSearch) -> None:
         self.embedder = embedder
@@ -100,9 +117,9 @@ class DenseBranch:
     def skip_reason(self, t: TransformResult) -> str:
         return ""
 
-    def run(self, t: TransformResult, k: int, parallel: bool) -> BranchOutput:
+    def run(self, t: TransformResult, k: int, parallel: bool, allowed: Allowed | None = None) -> BranchOutput:
         vec = self.embedder.embed_query(t.normalized)
-        hits = self.vectors.search(vec[None, :], k, parallel, self.name)[0]
+        hits = self.vectors.search(vec[None, :], k, parallel, self.name, allowed)[0]
         return BranchOutput([RankedList(self.name, "dense", t.normalized, hits)])
 
 
@@ -110,6 +127,7 @@ class SubqueriesBranch:
     """One dense search per sub-question and rewrite, all embedded in one batched forward pass."""
 
     name = BranchName.SUBQUERIES
+    takes_filter = True
 
     def __init__(self, embedder: Embedder, vectors: VectorSearch) -> None:
         self.embedder = embedder
@@ -118,9 +136,9 @@ class SubqueriesBranch:
     def skip_reason(self, t: TransformResult) -> str:
         return "" if t.extra_queries() else "skipped: no sub-questions or rewrites"
 
-    def run(self, t: TransformResult, k: int, parallel: bool) -> BranchOutput:
+    def run(self, t: TransformResult, k: int, parallel: bool, allowed: Allowed | None = None) -> BranchOutput:
         extra = t.extra_queries()
-        found = self.vectors.search(self.embedder.embed(extra), k, parallel, self.name)
+        found = self.vectors.search(self.embedder.embed(extra), k, parallel, self.name, allowed)
         return BranchOutput([RankedList(self.name, "subqueries", q, hits) for q, hits in zip(extra, found, strict=True)])
 
 
@@ -131,6 +149,7 @@ class BM25Branch:
     """
 
     name = BranchName.BM25
+    takes_filter = True
 
     def __init__(self, keywords: KeywordStore, meta: MetaStore, cfg: RetrievalSettings, prf: bool) -> None:
         self.keywords = keywords
@@ -141,16 +160,19 @@ class BM25Branch:
     def skip_reason(self, t: TransformResult) -> str:
         return ""
 
-    def run(self, t: TransformResult, k: int, parallel: bool) -> BranchOutput:
-        hits = self.keywords.search(t.normalized, k)
+    def run(self, t: TransformResult, k: int, parallel: bool, allowed: Allowed | None = None) -> BranchOutput:
+        hits = self._search(t.normalized, k, allowed)
         lists = [RankedList(self.name, "bm25", t.normalized, hits)]
         if not (self.prf and hits):
             return BranchOutput(lists)
         expanded, weighted = prf_expand(t.normalized, self._feedback(hits), self.cfg.prf_terms)
         if not weighted:
             return BranchOutput(lists)
-        lists.append(RankedList(self.name, "prf", expanded, self.keywords.search(expanded, k)))
+        lists.append(RankedList(self.name, "prf", expanded, self._search(expanded, k, allowed)))
         return BranchOutput(lists, trace=("prf: " + " ".join(f"{w}({s:g})" for w, s in weighted),))
+
+    def _search(self, query: str, k: int, allowed: Allowed | None) -> list[ScoredId]:
+        return self.keywords.search(query, k) if allowed is None else self.keywords.search(query, k, allowed)
 
     def _feedback(self, hits: Sequence[ScoredId]) -> list[tuple[str, float]]:
         top = hits[: self.cfg.prf_docs]
@@ -167,6 +189,7 @@ class GraphBranch:
     """
 
     name = BranchName.GRAPH
+    takes_filter = True
 
     def __init__(self, graph: GraphStore | None, extractor: EntityExtractor | None, max_entities: int = 8) -> None:
         self.graph = graph
@@ -178,7 +201,7 @@ class GraphBranch:
             return "skipped: no entity extractor or graph store"
         return ""
 
-    def run(self, t: TransformResult, k: int, parallel: bool) -> BranchOutput:
+    def run(self, t: TransformResult, k: int, parallel: bool, allowed: Allowed | None = None) -> BranchOutput:
         assert self.graph is not None and self.extractor is not None  # skip_reason said so
         candidates = self.extractor.extract_query(t.normalized)
         # the extractor proposes names and n-grams; only those the graph holds are worth a traversal
@@ -188,6 +211,7 @@ class GraphBranch:
         if len(names) > self.max_entities:
             return BranchOutput([], f"skipped: {len(names)} known entities in the query (more than "
                                     f"retrieval.graph_max_entities = {self.max_entities}: not an entity question)")
-        hits = self.graph.chunks_for_entities(names, k, 1)
+        hits = (self.graph.chunks_for_entities(names, k, 1) if allowed is None
+                else self.graph.chunks_for_entities(names, k, 1, allowed))
         return BranchOutput([RankedList(self.name, "graph", ", ".join(names), hits)],
                             trace=("graph: entities " + ", ".join(names),))

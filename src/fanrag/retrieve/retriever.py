@@ -8,6 +8,11 @@ release the GIL in native code, so the branches really overlap and the fan-out c
 branch, not the sum (``--explain`` and ``bench/retrieval.py`` show it); the Python parts (PRF, entity
 extraction) still take turns on the GIL. Each branch has a timeout; a branch that fails or times out is
 left out of the merge and reported, and the query still answers.
+
+A ``filter`` (``fanrag.filters``: a Filter, its JSON form or its string form) is resolved once per query,
+before the fan-out, to the set of committed documents it matches (one SQL query in the metadata store,
+span ``filter``); each branch then searches those documents only, so fusion and rerank see nothing else.
+A query without a filter runs exactly as before: no extra query, no extra argument to any store.
 """
 
 from __future__ import annotations
@@ -18,17 +23,27 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeAlias, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from ..errors import QueryError
+from ..filters import Filter, as_filter
 from ..settings import Settings
 from ..telemetry import record_query
 from ..types import BranchName, Hit
-from .branches import BM25Branch, Branch, BranchOutput, DenseBranch, GraphBranch, SubqueriesBranch, VectorSearch
+from . import trace
+from .branches import (
+    BM25Branch,
+    Branch,
+    BranchOutput,
+    DenseBranch,
+    GraphBranch,
+    SubqueriesBranch,
+    VectorSearch,
+)
 from .factory import create_generator, create_reranker, create_transformer
 from .fusion import Fusion
 from .generate import Answer, ExtractiveGenerator, Generator, OnToken
@@ -37,16 +52,17 @@ from .order import lost_in_the_middle
 from .phases import Done, Phase, Sources, Token
 from .rerank import CachedReranker
 from .results import STATUS_TIMEOUT, BranchTiming, QueryResult, RankedList, RerankInfo, RetrievalResult
-from . import trace
 from .transform import QueryTransformer, TransformResult
 
 if TYPE_CHECKING:
     from ..embed.base import Embedder
     from ..graph.extract import EntityExtractor
     from ..stores import StoreSet
+    from ..stores.base import Allowed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+FilterInput: TypeAlias = "Filter | Mapping[str, Any] | str | None"  # what ``as_filter`` reads
 BRANCHES = tuple(BranchName)
 
 
@@ -128,24 +144,26 @@ class Retriever:
         return out
 
     async def _timed(self, branch: Branch, t: TransformResult, k: int, parallel: bool,
-                     t0: float) -> tuple[BranchOutput, BranchTiming]:
+                     t0: float, allowed: Allowed | None) -> tuple[BranchOutput, BranchTiming]:
         """Run one branch under its timeout; a failure or timeout drops its lists and is reported."""
         start = _ms(t0)
-        skip = branch.skip_reason(t)
+        skip = _filter_skip(branch, allowed) or branch.skip_reason(t)
         if skip:
             out = BranchOutput([], skip)
         else:
-            out = await self._run_branch(branch, t, k, parallel)
+            out = await self._run_branch(branch, t, k, parallel, allowed)
         end = _ms(t0)
         rec = trace.current.get()
         if rec is not None:
             rec.add(f"branch:{branch.name}", start, end, out.status)
         return out, BranchTiming(start, end, out.status)
 
-    async def _run_branch(self, branch: Branch, t: TransformResult, k: int, parallel: bool) -> BranchOutput:
+    async def _run_branch(self, branch: Branch, t: TransformResult, k: int, parallel: bool,
+                          allowed: Allowed | None) -> BranchOutput:
+        # only a branch with takes_filter = True gets here with a filter (_filter_skip), and it takes ``allowed``
+        run = branch.run if allowed is None else functools.partial(cast(Any, branch).run, allowed=allowed)
         try:
-            out = await asyncio.wait_for(self._thread(branch.run, t, k, parallel),
-                                         self.settings.retrieval.branch_timeout_s)
+            out = await asyncio.wait_for(self._thread(run, t, k, parallel), self.settings.retrieval.branch_timeout_s)
         except TimeoutError:
             out = BranchOutput([], STATUS_TIMEOUT)
         except Exception as exc:  # one failing branch must not fail the query: it is dropped and reported
@@ -163,44 +181,63 @@ class Retriever:
         return tuple(dict.fromkeys(BranchName(b) for b in chosen))
 
     async def aretrieve(self, text: str, branches: Sequence[str] | None = None, k: int | None = None, *,
-                        parallel: bool = True, _rec: trace.Recorder | None = None) -> RetrievalResult:
+                        parallel: bool = True, filter: FilterInput = None,
+                        _rec: trace.Recorder | None = None) -> RetrievalResult:
         """Fused, committed hits (at most ``retrieval.candidates``) and every branch's ranked lists.
 
-        ``parallel=False`` runs the same branches one after another (the baseline of the benchmark).
+        ``parallel=False`` runs the same branches one after another (the baseline of the benchmark);
+        ``filter`` keeps the documents it matches only (module docstring).
         """
         rec = _rec or trace.Recorder()
         token = trace.current.set(rec)
         try:
-            return await self._retrieve(text, branches, k, parallel, rec)
+            return await self._retrieve(text, branches, k, parallel, as_filter(filter), rec)
         finally:
             trace.current.reset(token)
 
+    async def _allowed(self, flt: Filter, rec: trace.Recorder) -> Allowed:
+        """The ids of the committed documents ``flt`` matches, which every branch then searches."""
+        with rec.span("filter"):
+            return frozenset(await self._thread(self.stores.meta.filter_documents, flt))
+
+    async def _transform(self, text: str) -> TransformResult:
+        # rules take ~0.1 ms of pure Python: a thread hop would cost more than it saves the loop
+        if getattr(self.transformer, "blocking", True):
+            return await self._thread(self.transformer.transform, text)
+        return self.transformer.transform(text)
+
     async def _retrieve(self, text: str, branches: Sequence[str] | None, k: int | None, parallel: bool,
-                        rec: trace.Recorder) -> RetrievalResult:
+                        flt: Filter | None, rec: trace.Recorder) -> RetrievalResult:
         t0 = rec.t0
         names = self._check_branches(branches)
         if not text.strip():
             raise QueryError("the query is empty")
         k = k or self.settings.retrieval.branch_k
-        # rules take ~0.1 ms of pure Python: a thread hop would cost more than it saves the loop
-        if getattr(self.transformer, "blocking", True):
-            t = await self._thread(self.transformer.transform, text)
-        else:
-            t = self.transformer.transform(text)
+        # the filter's documents are looked up while the query is transformed: neither needs the other
+        filtering = None if flt is None else asyncio.ensure_future(self._allowed(flt, rec))
+        try:
+            t = await self._transform(text)
+            allowed = None if filtering is None else await filtering
+        finally:
+            if filtering is not None and not filtering.done():
+                filtering.cancel()
         transform_ms = _ms(t0)
         rec.add("transform", 0.0, transform_ms)
         fan0 = time.perf_counter()
-        outs = await self._all([self._timed(self.branches[n], t, k, parallel, t0) for n in names], parallel)
+        outs = await self._all([self._timed(self.branches[n], t, k, parallel, t0, allowed) for n in names],
+                               parallel)
         fanout_ms = _ms(fan0)
         lists: list[RankedList] = [rl for out, _ in outs for rl in out.lists]
         notes = [*t.trace, *(line for out, _ in outs for line in out.trace)]
+        if allowed is not None:
+            notes.insert(0, f"filter: {len(allowed)} documents match")
         f0 = time.perf_counter()
         with rec.span("fuse"):
             fused = self.fuse(lists)
         fusion_ms = _ms(f0)
         f1 = time.perf_counter()
         with rec.span("fetch"):
-            hits = await self._thread(self._committed, fused, self.settings.retrieval.candidates)
+            hits = await self._thread(self._committed, fused, self.settings.retrieval.candidates, allowed)
         return RetrievalResult(
             query=t.normalized, transform=t, hits=hits, lists=lists,
             branches={n: timing for n, (_, timing) in zip(names, outs, strict=True)}, parallel=parallel,
@@ -212,8 +249,10 @@ class Retriever:
         extends the engine's candidates with this same fusion, so there is one definition of it."""
         return self._fusion.fuse([(rl.kind, [(h.chunk_id, h.score) for h in rl.hits]) for rl in lists])
 
-    def _committed(self, fused: list[tuple[str, float]], want: int) -> list[Hit]:
-        """Walk the fused ranking, keeping committed chunks only (``get_chunks`` drops the rest)."""
+    def _committed(self, fused: list[tuple[str, float]], want: int, allowed: Allowed | None = None) -> list[Hit]:
+        """Walk the fused ranking, keeping committed chunks only (``get_chunks`` drops the rest) and,
+        under a filter, the allowed documents' only (the branches searched those alone; this holds the
+        line should a store not have applied it)."""
         meta = self.stores.meta
         hits: list[Hit] = []
         docs: dict[str, Any] = {}
@@ -224,7 +263,7 @@ class Retriever:
             chunks = meta.get_chunks([cid for cid, _ in window])
             for cid, score in window:
                 ch = chunks.get(cid)
-                if ch is None:
+                if ch is None or (allowed is not None and ch.doc_id not in allowed):
                     continue
                 if ch.doc_id not in docs:
                     docs[ch.doc_id] = meta.get_document(ch.doc_id)
@@ -271,23 +310,25 @@ class Retriever:
 
     async def aquery(self, text: str, *, branches: Sequence[str] | None = None, top_n: int | None = None,
                      generate: bool = True, on_token: OnToken | None = None,
-                     rerank: bool | None = None) -> QueryResult:
+                     rerank: bool | None = None, filter: FilterInput = None) -> QueryResult:
         """Retrieve, rerank, keep ``top_n`` and answer with citations. ``rerank=False`` skips a configured
-        reranker for this query (``None``: as configured)."""
+        reranker for this query (``None``: as configured); ``filter`` searches the documents it matches
+        only (``fanrag.filters``)."""
         rec = trace.Recorder()
-        ranked = await self._rank(text, branches, top_n, rerank, rec)
+        ranked = await self._rank(text, branches, top_n, rerank, rec, filter)
         g0 = time.perf_counter()
         answer = await self._generate(ranked.retrieval.query, ranked.top, on_token) if generate else None
         return self._result(ranked, answer, g0, rec)
 
     async def astream(self, text: str, *, branches: Sequence[str] | None = None, top_n: int | None = None,
-                      generate: bool = True, rerank: bool | None = None) -> AsyncGenerator[Phase, None]:
+                      generate: bool = True, rerank: bool | None = None,
+                      filter: FilterInput = None) -> AsyncGenerator[Phase, None]:
         """``aquery`` in phases (``phases.py``): ``Sources`` before generation starts, a ``Token`` per delta
         the generator streams, then ``Done`` with the ``QueryResult``. A model that fails is replaced by the
         labelled extractive answer, as in ``aquery``, sent as one more token. Closing the iterator early
         stops a streaming model at its next delta."""
         rec = trace.Recorder()
-        ranked = await self._rank(text, branches, top_n, rerank, rec)
+        ranked = await self._rank(text, branches, top_n, rerank, rec, filter)
         query = ranked.retrieval.query
         yield Sources(query, self.numbered(ranked.top), ranked.top, ranked.retrieval, ranked.rerank, rec.snapshot())
         g0 = time.perf_counter()
@@ -312,7 +353,7 @@ class Retriever:
         yield Done(self._result(ranked, answer, g0, rec))
 
     async def _rank(self, text: str, branches: Sequence[str] | None, top_n: int | None, rerank: bool | None,
-                    rec: trace.Recorder) -> _Ranked:
+                    rec: trace.Recorder, filter: FilterInput = None) -> _Ranked:
         """Every step before the answer: retrieve, rerank (unless ``rerank=False``), keep ``top_n``."""
         t0 = rec.t0
         top_n = top_n or self.settings.retrieval.top_n
@@ -320,7 +361,7 @@ class Retriever:
             # the context is cut from the fused candidates: more than those would be silently fewer
             raise QueryError(f"top_n must be in 1..{self.settings.retrieval.candidates} "
                              f"(retrieval.candidates); got {top_n}")
-        r = await self.aretrieve(text, branches, _rec=rec)
+        r = await self.aretrieve(text, branches, filter=filter, _rec=rec)
         r0 = time.perf_counter()
         if rerank is False and self.reranker is not None:
             ranked, rerank_info = r.hits, RerankInfo(str(self.settings.rerank.backend), "skipped: rerank=False")
@@ -346,14 +387,24 @@ class Retriever:
         return asyncio.run(self.aquery(text, **kw))
 
     def retrieve(self, text: str, branches: Sequence[str] | None = None, k: int | None = None, *,
-                 parallel: bool = True) -> RetrievalResult:
+                 parallel: bool = True, filter: FilterInput = None) -> RetrievalResult:
         """Synchronous ``aretrieve``."""
-        return asyncio.run(self.aretrieve(text, branches, k, parallel=parallel))
+        return asyncio.run(self.aretrieve(text, branches, k, parallel=parallel, filter=filter))
 
     def close(self) -> None:
         """Stop the thread pools (a branch still running past its timeout finishes on its own)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._leaves.shutdown(wait=False, cancel_futures=True)
+
+
+def _filter_skip(branch: Branch, allowed: Allowed | None) -> str:
+    """Why a branch does not run under this filter ('' when it runs): nothing matches, or it cannot
+    search a subset (it would return what the filter excludes)."""
+    if allowed is None:
+        return ""
+    if not allowed:
+        return "skipped: the filter matches no document"
+    return "" if getattr(branch, "takes_filter", False) else "skipped: this branch takes no filter"
 
 
 @dataclass(frozen=True, slots=True)

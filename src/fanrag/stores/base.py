@@ -12,11 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 
 from ..types import Chunk, Document
+
+if TYPE_CHECKING:
+    from ..filters import Filter
+
+
+# The documents a filtered search may return (``fanrag.filters``): a frozenset, so that a store may key a
+# cache on it (hashed once) while one query searches several shards and sub-queries with it.
+Allowed: TypeAlias = frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +48,11 @@ class VectorStore(Protocol):
     def delete_documents(self, doc_ids: Iterable[str]) -> int:
         """Remove every vector of these documents; returns how many were removed."""
 
-    def search_shard(self, shard: int, query: np.ndarray, k: int) -> list[ScoredId]:
-        """Local top-k of one shard, best first; score = cosine similarity."""
+    def search_shard(self, shard: int, query: np.ndarray, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
+        """Local top-k of one shard, best first; score = cosine similarity. With ``allowed`` (doc ids),
+        the top-k among those documents' vectors only."""
 
-    def search(self, query: np.ndarray, k: int) -> list[ScoredId]:
+    def search(self, query: np.ndarray, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
         """Global top-k: every shard's local top-k merged by score."""
 
     def count(self) -> int: ...
@@ -63,7 +72,8 @@ class KeywordStore(Protocol):
 
     def delete_documents(self, doc_ids: Iterable[str]) -> int: ...
 
-    def search(self, query: str, k: int) -> list[ScoredId]: ...
+    def search(self, query: str, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
+        """BM25 top-k, best first; with ``allowed`` (doc ids), among those documents' chunks only."""
 
     def count(self) -> int: ...
 
@@ -96,9 +106,11 @@ class GraphStore(Protocol):
 
     def delete_documents(self, doc_ids: Iterable[str]) -> int: ...
 
-    def chunks_for_entities(self, names: Sequence[str], k: int, hops: int = 1) -> list[ScoredId]:
+    def chunks_for_entities(self, names: Sequence[str], k: int, hops: int = 1,
+                            allowed: Allowed | None = None) -> list[ScoredId]:
         """Chunks that mention these entities, then (hops=1) chunks that mention their co-occurring
-        neighbours, scored by how many (and how specific) the matched entities are."""
+        neighbours, scored by how many (and how specific) the matched entities are. With ``allowed``
+        (doc ids), only those documents' chunks are ranked (scores as without it)."""
 
     def known_entities(self, names: Sequence[str]) -> list[str]:
         """The subset of normalised names that the graph holds."""
@@ -198,6 +210,9 @@ class MetaStore(Protocol):
         """Committed chunks by id; ids that are not committed are absent."""
 
     def chunk_ids_of(self, doc_ids: Sequence[str]) -> list[str]: ...
+
+    def filter_documents(self, flt: Filter) -> list[str]:
+        """Ids of the committed documents that ``flt`` matches (``fanrag.filters``: one SQL query)."""
 
     # the embedding cache: vectors by (embedder, text hash), each entry owned by a document
     def cached_vectors(self, model: str, text_hashes: Sequence[bytes]) -> dict[bytes, bytes]:

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import ConfigError, StoreError, require
 from ..types import Chunk
-from .base import ScoredId, VectorStore
+from .base import Allowed, ScoredId, VectorStore
 from .factory import BUFFER_FIELD as FIELD
 
 log = logging.getLogger(__name__)
@@ -130,11 +130,11 @@ class BufferedVectorStore:
     def n_shards(self) -> int:
         return self.inner.n_shards
 
-    def search_shard(self, shard: int, query: np.ndarray, k: int) -> list[ScoredId]:
-        return self.inner.search_shard(shard, query, k)
+    def search_shard(self, shard: int, query: np.ndarray, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
+        return self.inner.search_shard(shard, query, k, allowed)
 
-    def search(self, query: np.ndarray, k: int) -> list[ScoredId]:
-        return self.inner.search(query, k)
+    def search(self, query: np.ndarray, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
+        return self.inner.search(query, k, allowed)
 
     def count(self) -> int:
         """Vectors in the inner store (buffered ones are not counted until flushed)."""

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 from ..errors import ConfigError, StoreError, require
 from ..graph.extract import normalise
 from ..types import Chunk
-from .base import ScoredId
+from .base import Allowed, ScoredId
 from .graph_sqlite import MAX_NEIGHBOURS, MAX_POSTINGS, NEIGHBOUR_DISCOUNT
 
 if TYPE_CHECKING:
@@ -44,6 +44,9 @@ DELETE_ORPHANS = ("UNWIND $names AS name MATCH (e:Entity {name: name}) "
 KNOWN = "UNWIND $names AS name MATCH (e:Entity {name: name}) RETURN e.name"
 POSTINGS = ("UNWIND $names AS name MATCH (e:Entity {name: name})<-[:MENTIONS]-(c:Chunk) "
             "WITH e.name AS name, collect(c.id) AS ids RETURN name, size(ids), ids[0..$max]")
+# The same with each chunk's document, for a filtered query (its df stays the whole graph's).
+POSTINGS_DOCS = ("UNWIND $names AS name MATCH (e:Entity {name: name})<-[:MENTIONS]-(c:Chunk) "
+                 "WITH e.name AS name, collect([c.id, c.doc]) AS ids RETURN name, size(ids), ids[0..$max]")
 # WITH s: start from the seeds' index lookup (else the planner scans every entity); count(c), not
 # count(*), which FalkorDB 4 answers with one per group over this pattern.
 NEIGHBOURS = ("UNWIND $names AS name MATCH (s:Entity {name: name}) WITH s "
@@ -159,16 +162,21 @@ class FalkorGraphStore:
 
     # --- reads ------------------------------------------------------------------------------------
 
-    def _postings(self, names: list[str]) -> dict[str, tuple[int, list[str]]]:
-        """name -> (df, up to MAX_POSTINGS chunk ids) for the names that have mentions."""
-        rows = self._run(POSTINGS, {"names": names, "max": MAX_POSTINGS})
-        return {name: (df, ids) for name, df, ids in rows}
+    def _postings(self, names: list[str], allowed: Allowed | None = None) -> dict[str, tuple[int, list[str]]]:
+        """name -> (df, up to MAX_POSTINGS chunk ids) for the names that have mentions; with ``allowed``,
+        only the chunks of those documents (df counts them all)."""
+        if allowed is None:
+            rows = self._run(POSTINGS, {"names": names, "max": MAX_POSTINGS})
+            return {name: (df, ids) for name, df, ids in rows}
+        rows = self._run(POSTINGS_DOCS, {"names": names, "max": MAX_POSTINGS})
+        return {name: (df, [c for c, d in pairs if d in allowed]) for name, df, pairs in rows}
 
-    def chunks_for_entities(self, names: Sequence[str], k: int, hops: int = 1) -> list[ScoredId]:
+    def chunks_for_entities(self, names: Sequence[str], k: int, hops: int = 1,
+                            allowed: Allowed | None = None) -> list[ScoredId]:
         wanted = list(dict.fromkeys(normalise(n) for n in names))
         if not wanted or k <= 0:
             return []
-        postings = self._postings(wanted)
+        postings = self._postings(wanted, allowed)
         if not postings:
             return []
         n_chunks = self._run(COUNT_CHUNKS)[0][0]
@@ -178,16 +186,17 @@ class FalkorGraphStore:
             for chunk_id in ids:
                 scores[chunk_id] += idf[name]
         if hops >= 1:
-            self._add_neighbours(list(postings), min(idf.values()), n_chunks, scores)
+            self._add_neighbours(list(postings), min(idf.values()), n_chunks, scores, allowed)
         best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         return [ScoredId(cid, score) for cid, score in best]
 
-    def _add_neighbours(self, seeds: list[str], floor: float, n_chunks: int, scores: dict[str, float]) -> None:
+    def _add_neighbours(self, seeds: list[str], floor: float, n_chunks: int, scores: dict[str, float],
+                        allowed: Allowed | None = None) -> None:
         """One hop, as SqliteGraphStore._add_neighbours: bonuses below any direct match, max-ed not summed."""
         rows = self._run(NEIGHBOURS, {"names": seeds, "limit": 5 * MAX_NEIGHBOURS})
         if not rows:
             return
-        postings = self._postings([name for name, _ in rows])
+        postings = self._postings([name for name, _ in rows], allowed)
         weights = sorted(((co * _idf(n_chunks, postings[name][0]), name) for name, co in rows if name in postings),
                          reverse=True)[:MAX_NEIGHBOURS]
         if not weights or weights[0][0] <= 0:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Self
 from ..graph.extract import normalise
 from ..types import Chunk
 from ._sqlite import SqliteDb, batched, marks, migrate
-from .base import ScoredId
+from .base import Allowed, ScoredId
 
 if TYPE_CHECKING:
     from .factory import OpenContext
@@ -103,7 +103,8 @@ class SqliteGraphStore:
                                  "(SELECT 1 FROM mentions m WHERE m.entity = entities.id)", ents)
         return removed
 
-    def chunks_for_entities(self, names: Sequence[str], k: int, hops: int = 1) -> list[ScoredId]:
+    def chunks_for_entities(self, names: Sequence[str], k: int, hops: int = 1,
+                            allowed: Allowed | None = None) -> list[ScoredId]:
         wanted = list(dict.fromkeys(normalise(n) for n in names))
         if not wanted or k <= 0:
             return []
@@ -115,17 +116,22 @@ class SqliteGraphStore:
             idf = self._idf(conn, seeds, n_chunks)
             scores: dict[str, float] = defaultdict(float)
             for entity in seeds:
-                for chunk_id in self._postings(conn, entity):
+                for chunk_id in self._postings(conn, entity, allowed):
                     scores[chunk_id] += idf[entity]
             if hops >= 1:
-                self._add_neighbours(conn, seeds, min(idf.values()), n_chunks, scores)
+                self._add_neighbours(conn, seeds, min(idf.values()), n_chunks, scores, allowed)
         best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         return [ScoredId(cid, score) for cid, score in best]
 
     @staticmethod
-    def _postings(conn: sqlite3.Connection, entity: int) -> list[str]:
-        return [r[0] for r in conn.execute("SELECT chunk_id FROM mentions WHERE entity = ? LIMIT ?",
-                                           (entity, MAX_POSTINGS))]
+    def _postings(conn: sqlite3.Connection, entity: int, allowed: Allowed | None = None) -> list[str]:
+        """The chunks that mention ``entity`` (of ``allowed`` documents only, when given: a filtered
+        query ranks only those, with the scores, idf included, that the whole graph gives them)."""
+        if allowed is None:
+            return [r[0] for r in conn.execute("SELECT chunk_id FROM mentions WHERE entity = ? LIMIT ?",
+                                               (entity, MAX_POSTINGS))]
+        return [c for c, d in conn.execute("SELECT chunk_id, doc_id FROM mentions WHERE entity = ? LIMIT ?",
+                                           (entity, MAX_POSTINGS)) if d in allowed]
 
     @staticmethod
     def _idf(conn: sqlite3.Connection, entity_ids: list[int], n_chunks: int) -> dict[int, float]:
@@ -138,7 +144,7 @@ class SqliteGraphStore:
         return out
 
     def _add_neighbours(self, conn: sqlite3.Connection, seeds: list[int], floor: float, n_chunks: int,
-                        scores: dict[str, float]) -> None:
+                        scores: dict[str, float], allowed: Allowed | None = None) -> None:
         """One hop: chunks of the entities that co-occur most (and most specifically) with the seeds.
 
         A chunk reached only this way scores at most NEIGHBOUR_DISCOUNT * ``floor`` (the lowest seed
@@ -159,7 +165,7 @@ class SqliteGraphStore:
         bonus: dict[str, float] = {}
         for weight, entity in ranked:
             value = NEIGHBOUR_DISCOUNT * floor * weight / top
-            for chunk_id in self._postings(conn, entity):
+            for chunk_id in self._postings(conn, entity, allowed):
                 bonus[chunk_id] = max(bonus.get(chunk_id, 0.0), value)
         for chunk_id, value in bonus.items():
             scores[chunk_id] += value

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..errors import ConfigError, StoreError
 from ..types import Chunk
 from ._pg import PgDb, migrate, schema_version
-from .base import ScoredId
+from .base import Allowed, ScoredId
 
 if TYPE_CHECKING:
     from .factory import OpenContext
@@ -56,7 +56,7 @@ WITH q AS (
     FROM unnest(tsvector_to_array(to_tsvector('english', %(text)s))) AS l
 ),
 cand AS (
-    SELECT chunk_id, tsv, dl FROM fanrag_keywords, q WHERE tsv @@ q.q {pool}
+    SELECT chunk_id, tsv, dl FROM fanrag_keywords, q WHERE tsv @@ q.q {where}{pool}
 ),
 tf AS (
     SELECT c.chunk_id, c.dl, u.lexeme, array_length(u.positions, 1) AS tf
@@ -129,7 +129,10 @@ class PgKeywordStore:
         dsn, self.candidates = parse_url(url)
         self.read_only = read_only
         self._db = PgDb(dsn, read_only=read_only, max_size=pool_size)
-        self._sql = _QUERY.format(pool=_POOL if self.candidates else "")
+        pool = _POOL if self.candidates else ""
+        self._sql = _QUERY.format(where="", pool=pool)
+        # a filter is a WHERE in the candidate pool: BM25 ranks (and the pool holds) allowed chunks only
+        self._sql_among = _QUERY.format(where="AND doc_id = ANY(%(docs)s) ", pool=pool)
         try:
             if read_only:
                 if schema_version(self._db, COMPONENT) != len(MIGRATIONS):
@@ -165,9 +168,14 @@ class PgKeywordStore:
             return 0
         return int(self._db.run(lambda conn: _remove(conn, "k.doc_id = ANY(%(ids)s)", {"ids": ids}), write=True))
 
-    def search(self, query: str, k: int) -> list[ScoredId]:
-        rows = self._db.query(self._sql, {"text": _clean(query)[:10_000], "k": k, "pool": self.candidates,
-                                          "k1": K1, "k1p1": K1 + 1, "b": B})
+    def search(self, query: str, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
+        if allowed is not None and not allowed:
+            return []
+        params = {"text": _clean(query)[:10_000], "k": k, "pool": self.candidates, "k1": K1, "k1p1": K1 + 1, "b": B}
+        if allowed is None:
+            rows = self._db.query(self._sql, params)
+        else:
+            rows = self._db.query(self._sql_among, {**params, "docs": list(allowed)})
         return [ScoredId(str(cid), float(score)) for cid, score in rows]
 
     def count(self) -> int:

@@ -21,7 +21,7 @@ import tantivy
 
 from ..errors import IndexLocked, StoreError
 from ..types import Chunk
-from .base import ScoredId
+from .base import Allowed, ScoredId
 
 if TYPE_CHECKING:
     from .factory import OpenContext
@@ -122,13 +122,18 @@ class TantivyKeywordStore:
         """The index terms of ``text`` (lowercased, stop words dropped, stemmed)."""
         return self._analyzer.analyze(text)
 
-    def search(self, query: str, k: int) -> list[ScoredId]:
+    def search(self, query: str, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
         terms = self.terms(query)
-        if not terms or k <= 0:
+        if not terms or k <= 0 or (allowed is not None and not allowed):
             return []
         q = tantivy.Query.boolean_query(
             [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "body", t, index_option="freq"))
              for t in terms])
+        if allowed is not None:
+            # The filter is a clause of the query (a term set on doc_id), so BM25 ranks only the allowed
+            # chunks, as deep as k; boosted by 0, it adds nothing to a score.
+            only = tantivy.Query.boost_query(tantivy.Query.term_set_query(self._schema, "doc_id", list(allowed)), 0.0)
+            q = tantivy.Query.boolean_query([(tantivy.Occur.Must, q), (tantivy.Occur.Must, only)])
         try:
             self._index.reload()  # pick up commits made since the last search (ours or another process's)
             searcher = self._index.searcher()

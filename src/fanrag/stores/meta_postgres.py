@@ -27,6 +27,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import StoreError
+from ..filters.sql import POSTGRES, matching_sql
 from ..ids import document_id
 from ..names import storable, storable_json
 from ..types import Chunk, Document
@@ -34,6 +35,7 @@ from ._pg import PgDb, _psycopg, migrate, schema_version
 from .base import CachedVector, DocumentRecord, SourceRecord, stale_cache_keys
 
 if TYPE_CHECKING:
+    from ..filters import Filter
     from .factory import OpenContext
 
 COMPONENT = "meta"
@@ -308,6 +310,11 @@ class PostgresMetaStore:
     def chunk_ids_of(self, doc_ids: Sequence[str]) -> list[str]:
         return [r[0] for r in self._db.query("SELECT chunk_id FROM fanrag_chunks WHERE doc_id = ANY(%s) "
                                              "ORDER BY doc_id, position", (list(doc_ids),))]
+
+    def filter_documents(self, flt: Filter) -> list[str]:
+        sql, params = matching_sql(flt, POSTGRES, lambda: (r[0] for r in self._db.query(
+            "SELECT DISTINCT source FROM fanrag_documents WHERE status = 'committed'")))
+        return [r[0] for r in self._db.query(sql, [_text(p) if isinstance(p, str) else p for p in params])]
 
     # the embedding cache -------------------------------------------------------------------------------
     def cached_vectors(self, model: str, text_hashes: Sequence[bytes]) -> dict[bytes, bytes]:

@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from ..filters.sql import SQLITE, matching_sql
 from ..ids import document_id
 from ..names import storable, storable_json
 from ..types import Chunk, Document
@@ -26,6 +27,7 @@ from ._sqlite import SqliteDb, batched, marks, migrate, schema_version
 from .base import CachedVector, DocumentRecord, SourceRecord, stale_cache_keys
 
 if TYPE_CHECKING:
+    from ..filters import Filter
     from .factory import OpenContext
 
 # Append only: migrations[i] moves a database from schema version i to i + 1.
@@ -260,6 +262,11 @@ class SqliteMetaStore:
                 f"SELECT chunk_id FROM chunks WHERE doc_id IN ({marks(len(part))}) ORDER BY doc_id, position",
                 part)]
         return out
+
+    def filter_documents(self, flt: Filter) -> list[str]:
+        sql, params = matching_sql(flt, SQLITE, lambda: (r[0] for r in self._db.query(
+            "SELECT DISTINCT source FROM documents WHERE status = 'committed'")))
+        return [r[0] for r in self._db.query(sql, _row(*params))]
 
     # the embedding cache -------------------------------------------------------------------------------
     def cached_vectors(self, model: str, text_hashes: Sequence[bytes]) -> dict[bytes, bytes]:

@@ -42,13 +42,17 @@ from ..errors import StoreError
 from ..ids import vector_label
 from ..types import Chunk
 from ._sqlite import SqliteDb, batched, marks, migrate
-from .base import ScoredId
+from .base import Allowed, ScoredId
 from .identity import BuiltWith, check_embedder, should_record
 
 if TYPE_CHECKING:
     from .factory import OpenContext
 
 _ADD, _DELETE = 1, 2
+# Filtered search (``_knn_among``): an exact scan when the filter leaves at most EXACT_MAX vectors of a
+# shard (hnswlib's get_items copies ~30 us per vector); else a filtered graph search with ef up to MAX_EF.
+EXACT_MAX = 64
+MAX_EF = 4096
 _INITIAL_CAPACITY = 1024
 
 MIGRATIONS: tuple[str, ...] = (
@@ -116,6 +120,7 @@ class ShardedHnswStore:
         if not read_only:
             migrate(self._db, MIGRATIONS)
         self._shard_locks = [threading.Lock() for _ in range(self._n)]
+        self._allowed_cache: tuple[Allowed, int, list[np.ndarray]] | None = None
         self._pool = ThreadPoolExecutor(self._n, thread_name_prefix="hnsw") if self._n > 1 else None
         # Rows replayed at open count as unsaved work, so the writer's next checkpoint covers them.
         replayed = self._load()
@@ -361,17 +366,23 @@ class ShardedHnswStore:
                 self._live[shard] += delta
             return self._replay(upto=newest)
 
-    def search_shard(self, shard: int, query: np.ndarray, k: int) -> list[ScoredId]:
-        self.refresh()
-        return self._resolve(self._knn(shard, self._as_query(query), k))
-
-    def search(self, query: np.ndarray, k: int) -> list[ScoredId]:
+    def search_shard(self, shard: int, query: np.ndarray, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
         self.refresh()
         q = self._as_query(query)
+        found = self._knn(shard, q, k) if allowed is None else self._knn_among(shard, q, k, allowed)
+        return self._resolve(found)
+
+    def search(self, query: np.ndarray, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
+        self.refresh()
+        q = self._as_query(query)
+
+        def one(i: int) -> list[tuple[int, float]]:
+            return self._knn(i, q, k) if allowed is None else self._knn_among(i, q, k, allowed)
+
         if self._pool is None:
-            found = self._knn(0, q, k)
+            found = one(0)
         else:  # hnswlib releases the GIL in knn_query, so the shards are searched in parallel
-            found = [hit for part in self._pool.map(lambda i: self._knn(i, q, k), range(self._n)) for hit in part]
+            found = [hit for part in self._pool.map(one, range(self._n)) for hit in part]
         found.sort(key=lambda h: -h[1])
         return self._resolve(found[:k])
 
@@ -401,6 +412,77 @@ class ShardedHnswStore:
                     k = max(1, k // 2)
         # space "ip": distance = 1 - <q, v>, so on normalised vectors the cosine is 1 - distance.
         return [(int(lab), 1.0 - float(d)) for lab, d in zip(labels[0], dists[0], strict=True)]
+
+    # filtered search ---------------------------------------------------------------------------------
+    def _knn_among(self, shard: int, q: np.ndarray, k: int, allowed: Allowed) -> list[tuple[int, float]]:
+        """Top-k of one shard among the vectors of ``allowed`` documents.
+
+        A handful of vectors (at most EXACT_MAX) is an exact scan. Otherwise hnswlib searches the graph
+        with the label filter: excluded nodes are still traversed, only allowed ones enter the ef best it
+        keeps, and it stops once it holds ef allowed nodes and the next candidate is farther than all of
+        them. ef is widened to 2k / share (the allowed share of the shard), up to MAX_EF, so that a
+        selective filter searches deeper; a filter with fewer allowed vectors than ef explores every
+        node it can reach, which is exact. When it still cannot return k (the filter cut the graph
+        apart), the exact scan answers."""
+        labels = self._allowed_labels(allowed)[shard]
+        k = min(k, len(labels))
+        if k <= 0:
+            return []
+        share = len(labels) / max(1, self._live[shard])
+        if len(labels) <= EXACT_MAX:
+            return self._exact(shard, q, k, labels)
+        wanted = set(labels.tolist())
+        index = self._shards[shard]
+        with self._shard_locks[shard]:
+            index.set_ef(min(MAX_EF, max(self._ef_search, k, int(2 * k / share) + 1)))
+            try:
+                found, dists = index.knn_query(q, k=k, num_threads=1, filter=wanted.__contains__)
+            except RuntimeError:  # fewer than k allowed nodes reachable: scan them instead
+                found = None
+            finally:
+                index.set_ef(self._ef_search)
+        if found is None:
+            return self._exact(shard, q, k, labels)
+        return [(int(lab), 1.0 - float(d)) for lab, d in zip(found[0], dists[0], strict=True)]
+
+    def _exact(self, shard: int, q: np.ndarray, k: int, labels: np.ndarray) -> list[tuple[int, float]]:
+        """Exact top-k over the given labels' vectors (inner product = cosine on unit vectors)."""
+        with self._shard_locks[shard]:
+            try:
+                vectors = self._shards[shard].get_items(labels, return_type="numpy")
+            except RuntimeError:  # a label a writer logged after this reader's replay: leave it out
+                labels = np.array([lab for lab in labels if self._has(shard, int(lab))], dtype=np.uint64)
+                if not len(labels):
+                    return []
+                vectors = self._shards[shard].get_items(labels, return_type="numpy")
+        k = min(k, len(labels))
+        scores = np.asarray(vectors, dtype=np.float32) @ q[0]
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(labels[i]), float(scores[i])) for i in top]
+
+    def _has(self, shard: int, label: int) -> bool:
+        try:
+            self._shards[shard].get_items([label])
+        except RuntimeError:
+            return False
+        return True
+
+    def _allowed_labels(self, allowed: Allowed) -> list[np.ndarray]:
+        """The live labels of ``allowed`` documents, per shard; the last answer is kept, since one query
+        searches every shard (and each sub-query) with the same set, while nothing has changed."""
+        cached = self._allowed_cache
+        if cached is not None and cached[0] is allowed and cached[1] == self._applied:
+            return cached[2]
+        labels: list[int] = []
+        for part in batched(list(allowed)):
+            labels += [r[0] for r in self._db.query(f"SELECT label FROM live WHERE doc_id IN ({marks(len(part))})",
+                                                     part)]
+        arr = np.array(labels, dtype=np.uint64)
+        shard_of = arr % np.uint64(self._n)
+        per_shard = [arr[shard_of == i] for i in range(self._n)]
+        self._allowed_cache = (allowed, self._applied, per_shard)
+        return per_shard
 
     def _resolve(self, found: list[tuple[int, float]]) -> list[ScoredId]:
         """Labels -> chunk ids through the live table (labels deleted by a writer meanwhile drop out)."""

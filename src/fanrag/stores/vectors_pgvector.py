@@ -27,7 +27,7 @@ from ..errors import StoreError
 from ..ids import vector_label
 from ..types import Chunk
 from ._pg import PgDb, migrate
-from .base import ScoredId
+from .base import Allowed, ScoredId
 from .identity import BuiltWith, check_embedder, should_record
 from .merge import merge_shards
 
@@ -212,16 +212,16 @@ class PgVectorStore:
         """Nothing to do: every write is committed (durable) on return."""
 
     # reading ---------------------------------------------------------------------------------------------
-    def search_shard(self, shard: int, query: np.ndarray, k: int) -> list[ScoredId]:
+    def search_shard(self, shard: int, query: np.ndarray, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
         if not 0 <= shard < self._n:
             raise StoreError(f"no shard {shard}: the index has {self._n}")
-        return self._knn(shard, self._as_query(query), k)
+        return self._knn(shard, self._as_query(query), k, allowed)
 
-    def search(self, query: np.ndarray, k: int) -> list[ScoredId]:
+    def search(self, query: np.ndarray, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
         q = self._as_query(query)
         if self._pool is None:
-            return self._knn(0, q, k)
-        return merge_shards(self._pool.map(lambda i: self._knn(i, q, k), range(self._n)), k)
+            return self._knn(0, q, k, allowed)
+        return merge_shards(self._pool.map(lambda i: self._knn(i, q, k, allowed), range(self._n)), k)
 
     def _as_query(self, query: np.ndarray) -> str:
         q = np.asarray(query, dtype=np.float32).reshape(-1)
@@ -229,15 +229,19 @@ class PgVectorStore:
             raise StoreError(f"query has dim {q.shape[0]}, the index has {self.dim}")
         return _vector_text(q)  # cosine distance ignores the norm: no need to normalise
 
-    def _knn(self, shard: int, q: str, k: int) -> list[ScoredId]:
-        if k <= 0:
+    def _knn(self, shard: int, q: str, k: int, allowed: Allowed | None = None) -> list[ScoredId]:
+        if k <= 0 or (allowed is not None and not allowed):
             return []
-        sql = (f"SELECT chunk_id, embedding <=> %s::vector AS d FROM {self._tables[shard]} "
+        # A filter is a WHERE on doc_id: PostgreSQL picks the plan (the doc_id b-tree and an exact sort
+        # when few rows pass; the HNSW index otherwise, whose iterative scan goes on past the rows the
+        # filter drops until it has k, up to hnsw.max_scan_tuples).
+        where, params = ("", (q, k)) if allowed is None else ("WHERE doc_id = ANY(%s) ", (q, list(allowed), k))
+        sql = (f"SELECT chunk_id, embedding <=> %s::vector AS d FROM {self._tables[shard]} {where}"
                "ORDER BY d LIMIT %s")
         if k <= self._ef_search:
-            rows = self._db.query(sql, (q, k))
+            rows = self._db.query(sql, params)
         else:  # a larger k needs a larger ef_search, for this query only
-            rows = self._db.run(lambda conn: _with_ef_search(conn, k, sql, (q, k)))
+            rows = self._db.run(lambda conn: _with_ef_search(conn, k, sql, params))
         # relaxed_order may return a few rows slightly out of order: sort the local top-k.
         return sorted((ScoredId(cid, 1.0 - float(d)) for cid, d in rows), key=lambda h: -h.score)
 

@@ -199,6 +199,55 @@ class VectorStoreContract(StoreContract):
             per_shard = sorted((h for s in range(3) for h in store.search_shard(s, q, 10)), key=lambda h: -h.score)
             assert [h.chunk_id for h in per_shard[:10]] == brute_force(vecs, ids, q, 10)
 
+    @pytest.mark.parametrize("share", [0.5, 0.05, 0.004])
+    def test_a_filter_returns_the_exact_top_k_among_allowed_documents(self, open_store: StoreOpener,
+                                                                      share: float) -> None:
+        """Half, a twentieth and a handful of 1000 documents: the top 10 among them, as an exact scan finds
+        it (a graph search must widen, not stop at the few allowed nodes near the unfiltered top)."""
+        store = open_store(dim=16, shards=2)
+        rng = np.random.default_rng(11)
+        n = 1000
+        chunks = [c for d in range(n) for c in make_chunks(f"doc{d}", 1)]
+        vecs = unit_vectors(n, 16, seed=12)
+        store.add(chunks, vecs)
+        allowed = frozenset(f"doc{d}" for d in rng.choice(n, max(1, int(n * share)), replace=False))
+        keep = [i for i, c in enumerate(chunks) if c.doc_id in allowed]
+        ids = [chunks[i].chunk_id for i in keep]
+        for q in unit_vectors(5, 16, seed=13):
+            got = [h.chunk_id for h in store.search(q, 10, allowed)]
+            assert got == brute_force(vecs[keep], ids, q, 10)
+            per_shard = sorted((h for s in range(2) for h in store.search_shard(s, q, 10, allowed)),
+                               key=lambda h: -h.score)
+            assert [h.chunk_id for h in per_shard[:10]] == got
+
+    def test_recall_at_10_under_a_filter_on_clustered_vectors(self, open_store: StoreOpener) -> None:
+        """Enough vectors that half of them is too many to scan: a filtered graph search, widened."""
+        rng = np.random.default_rng(21)
+        dim, n = 32, 8000
+        centres = rng.standard_normal((50, dim))
+        x = (centres[rng.integers(0, 50, n)] + 0.3 * rng.standard_normal((n, dim))).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        store = open_store(dim=dim, shards=1, ef_construction=100, ef_search=64)
+        chunks = [c for d in range(n) for c in make_chunks(f"doc{d}", 1)]
+        store.add(chunks, x)
+        allowed = frozenset(f"doc{d}" for d in range(0, n, 2))
+        keep = [i for i, c in enumerate(chunks) if c.doc_id in allowed]
+        ids = [chunks[i].chunk_id for i in keep]
+        queries = x[rng.integers(0, n, 50)] + 0.05 * rng.standard_normal((50, dim)).astype(np.float32)
+        found = [store.search(q / np.linalg.norm(q), 10, allowed) for q in queries]
+        assert all(h.chunk_id in set(ids) for hits in found for h in hits)
+        recall = np.mean([len({h.chunk_id for h in hits} & set(brute_force(x[keep], ids, q, 10))) / 10
+                          for hits, q in zip(found, queries, strict=True)])
+        assert recall >= 0.95
+
+    def test_a_filter_that_allows_nothing_finds_nothing(self, open_store: StoreOpener) -> None:
+        store = open_store()
+        chunks, vecs = make_chunks("d1", 10), unit_vectors(10, 16)
+        store.add(chunks, vecs)
+        assert store.search(vecs[0], 5, frozenset()) == []
+        assert store.search(vecs[0], 5, frozenset({"absent"})) == []
+        assert store.search(vecs[0], 5, frozenset({"d1"}))[0].chunk_id == chunks[0].chunk_id
+
     def test_recall_at_10_on_clustered_vectors(self, open_store: StoreOpener) -> None:
         rng = np.random.default_rng(5)
         dim, n = 32, 5000
@@ -337,6 +386,18 @@ class KeywordStoreContract(StoreContract):
         if query == "title:brca1":
             assert hits[0].chunk_id == CORPUS[2].chunk_id  # the colon is not field syntax
 
+    def test_a_filter_ranks_the_allowed_documents_only(self, filled: Any) -> None:
+        everything = filled.search("protein cancer cats river", 10)
+        only = filled.search("protein cancer cats river", 10, frozenset({"d2", "d3"}))
+        assert {h.chunk_id for h in only} == {CORPUS[2].chunk_id, CORPUS[3].chunk_id}
+        # the allowed chunks keep their scores and their order
+        assert [h.chunk_id for h in only] == [h.chunk_id for h in everything if h.chunk_id in {
+            CORPUS[2].chunk_id, CORPUS[3].chunk_id}]
+        assert [h.score for h in only] == pytest.approx([h.score for h in everything
+                                                         if h.chunk_id in {c.chunk_id for c in CORPUS[2:]}])
+        assert filled.search("protein", 10, frozenset()) == []
+        assert filled.search("protein", 10, frozenset({"d3"})) == []  # d3 holds no protein
+
     def test_titles_are_searchable(self, open_store: StoreOpener) -> None:
         store = open_store()
         store.add([text_chunk("dt", 0, "Results were significant.")], titles={"dt": "Zebrafish regeneration"})
@@ -418,6 +479,42 @@ class MetaStoreContract(StoreContract):
         assert len(store.documents(limit=2)) == 2 and len(store.documents(limit=2, offset=2)) == 1
         assert store.doc_ids_by_external(["E1", "7", "nope"]) == {"E1": a.doc_id, "7": b.doc_id}
         assert store.get_document(a.doc_id).metadata == {"external_id": "E1"}
+
+    def test_filter_documents(self, store: Any) -> None:
+        from ..filters import as_filter
+
+        a = make_document("a", source="file:///srv/docs/a.md", year=2019, tags=["x", "y"], team={"name": "red"})
+        b = make_document("b", source="file:///srv/docs/sub/b.pdf", year=2021, tags="y")
+        c = make_document("c", source="file:///srv/other/c.txt", year="2022")
+        pending = make_document("p", source="file:///srv/docs/p.md", year=2020)
+        store.commit([a, b, c], chunks_of(a, 1) + chunks_of(b, 2) + chunks_of(c, 1), {})
+        store.mark_pending([pending])
+        store.put_source(SourceRecord("file:///srv/docs/a.md", "h", 1, 1_700_000_000.0, "committed"))
+        store.put_source(SourceRecord("file:///srv/docs/sub/b.pdf", "h", 1, 1_600_000_000.0, "committed"))
+
+        def match(flt: Any) -> set[str]:
+            return {({a.doc_id: "a", b.doc_id: "b", c.doc_id: "c"}[d]) for d in store.filter_documents(as_filter(flt))}
+
+        assert match("year >= 2020") == {"b"}  # a number never matches text ("2022"), pending never shows
+        assert match({"year": "2022"}) == {"c"}
+        assert match("year in (2019, 2022, '2022')") == {"a", "c"}
+        assert match("tags = y") == {"a", "b"}  # a list matches by any element
+        assert match("tags in (x)") == {"a"}
+        assert match("team.name = red") == {"a"}
+        assert match("not tags = x") == {"b", "c"}  # a document without the field is not equal
+        assert match("year != 2019") == {"b", "c"}
+        assert match("source:/srv/docs/**") == {"a", "b"}
+        assert match("source:/srv/docs/*") == {"a"}
+        assert match("source:**/*.pdf or source = /srv/other/c.txt") == {"b", "c"}
+        assert match({"source": {"prefix": "/srv/docs/s"}}) == {"b"}
+        assert match("not source:**/*.md") == {"b", "c"}
+        assert match(f"doc_id in ({a.doc_id}, {c.doc_id})") == {"a", "c"}
+        assert match("title = 'Title b' or chunks >= 2") == {"b"}
+        assert match("modified >= 2023-01-01") == {"a"}
+        assert match("modified < 2023-01-01T00:00:00+00:00 and modified > 0") == {"b"}
+        assert match("meta.title = anything") == set()
+        assert match("year > 3000") == set()
+        assert match("source:/nowhere/**") == set()
 
     def test_delete_documents_and_failures(self, store: Any) -> None:
         a, b = make_document("a"), make_document("b")
@@ -554,6 +651,17 @@ class GraphStoreContract(StoreContract):
         rare = store.chunks_for_entities(["tp53"], k=10, hops=0)[0].score
         common = store.chunks_for_entities(["common"], k=10, hops=0)[0].score
         assert rare > common
+
+    def test_a_filter_ranks_the_allowed_documents_chunks_only(self, store: Any) -> None:
+        c = GRAPH
+        store.add(c)
+        for hops in (0, 1):
+            everything = store.chunks_for_entities(["brca1"], k=10, hops=hops)
+            only = store.chunks_for_entities(["brca1"], k=10, hops=hops, allowed=frozenset({"d3", "d4"}))
+            assert only and {h.chunk_id for h in only} <= {c[3].chunk_id, c[4].chunk_id, c[5].chunk_id}
+            assert [(h.chunk_id, h.score) for h in only] == [(h.chunk_id, h.score) for h in everything
+                                                             if h.chunk_id in {x.chunk_id for x in c[3:]}]
+        assert store.chunks_for_entities(["brca1"], k=10, allowed=frozenset()) == []
 
     def test_one_hop_adds_neighbour_chunks_at_a_discount(self, store: Any) -> None:
         c = GRAPH
