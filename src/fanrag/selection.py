@@ -1,8 +1,7 @@
 """Which documents match: the one place where a user's criteria become document records, for
-``fanrag ls`` and ``fanrag delete`` (and for the filter language's ``--where`` when it lands: it adds a
-field to ``Selection`` and a test to ``Selection.matches``, nothing else).
+``fanrag ls`` and ``fanrag delete``.
 
-    Selection(doc_ids=(), source=None, status=None)    criteria, all of which must hold
+    Selection(doc_ids=(), source=None, status=None, where=None)    criteria, all of which must hold
     select(meta, selection, limit=None, offset=0)      the matching DocumentRecords, in the store's order
                                                        (by source, then URI; ids in the order given)
 
@@ -10,6 +9,9 @@ An empty ``Selection`` matches every document; a caller that destroys what it se
 (``Selection.empty``). ``doc_ids`` are looked up one by one and ``Selection.missing`` names those that
 are not in the index; every other selection pages through ``MetaStore.documents`` (the protocol's own
 listing, filtered by status in the store), so memory stays at one page whatever the index holds.
+``where`` is a filter (``fanrag.filters``, the language of ``query --where``): the metadata store
+resolves it once to the ids of the committed documents it matches, so it selects committed documents
+only, and holds one id per matching document in memory.
 
 A source glob matches the path of the file a document came from (``ids.path_of`` of its source URI,
 byte for byte; a source that is not a file is matched as it is written):
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING
 from .ids import path_of
 
 if TYPE_CHECKING:
+    from .filters import Filter
     from .stores.base import DocumentRecord, MetaStore
 
 PAGE = 1000  # documents read from the store per call while scanning
@@ -50,6 +53,7 @@ class Selection:
     source: str | None = None
     status: str | None = None
     cwd: str | None = None
+    where: Filter | None = None
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in STATUSES:
@@ -58,7 +62,7 @@ class Selection:
     @property
     def empty(self) -> bool:
         """No criteria at all: every document matches."""
-        return not self.doc_ids and self.source is None and self.status is None
+        return not self.doc_ids and self.source is None and self.status is None and self.where is None
 
     def matches(self, rec: DocumentRecord) -> bool:
         """Whether ``rec`` meets every criterion but ``doc_ids`` (which ``select`` looks up directly)."""
@@ -75,7 +79,7 @@ class Selection:
 def select(meta: MetaStore, selection: Selection, *, limit: int | None = None,
            offset: int = 0) -> list[DocumentRecord]:
     """The documents ``selection`` matches, ``limit`` of them from ``offset``."""
-    if not selection.doc_ids and selection.source is None:  # the store pages and filters by itself
+    if not selection.doc_ids and selection.source is None and selection.where is None:  # the store pages
         return meta.documents(selection.status, None, limit, offset)
     stop = None if limit is None else offset + limit
     return list(islice(_matching(meta, selection), offset, stop))
@@ -87,6 +91,9 @@ def _matching(meta: MetaStore, selection: Selection) -> Iterator[DocumentRecord]
         candidates: Iterator[DocumentRecord] = (r for r in found if r is not None)
     else:
         candidates = _scan(meta, selection.status)
+    if selection.where is not None:
+        allowed = set(meta.filter_documents(selection.where))  # in SQL, once: not a test per record
+        candidates = (r for r in candidates if r.doc_id in allowed)
     return (r for r in candidates if selection.matches(r))
 
 

@@ -18,14 +18,20 @@ from urllib.parse import urlsplit
 import click
 
 from ..engine import Engine
+from ..filters import Filter
 from ..names import shown
 from ..selection import STATUSES, Selection, select, source_path
 from ..stores.base import DocumentRecord
 from .ingest import _open_for_write
 from .options import home_option, json_option
+from .query import where_filter
 
 status_option = click.option("--status", type=click.Choice(STATUSES), default=None,
                              help="Only documents in this state.")
+where_option = click.option(
+    "--where", "where", metavar="FILTER", default=None, callback=lambda _c, _p, v: where_filter(v),
+    help="Only committed documents that this filter matches (the language of `fanrag query --where`), e.g. "
+         "\"year >= 2020 and tags in (a, b)\".")
 source_option = click.option(
     "--source", "source", metavar="GLOB", default=None,
     help="Only documents whose source file matches GLOB (quote it): * ? [..] within a directory, ** across "
@@ -36,14 +42,16 @@ source_option = click.option(
 @home_option
 @status_option
 @source_option
+@where_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many documents.")
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many matching documents first.")
 @json_option
-def ls(home: str | None, status: str | None, source: str | None, limit: int | None, offset: int,
-       as_json: bool) -> None:
+def ls(home: str | None, status: str | None, source: str | None, where: Filter | None, limit: int | None,
+       offset: int, as_json: bool) -> None:
     """List documents: id, status, chunks, pages, last update, source and title."""
     with Engine.open(home, mode="read") as engine:
-        records = select(engine.stores.meta, Selection(source=source, status=status), limit=limit, offset=offset)
+        records = select(engine.stores.meta, Selection(source=source, status=status, where=where), limit=limit,
+                         offset=offset)
     if as_json:
         click.echo(json.dumps({"documents": [_record(r) for r in records], "limit": limit, "offset": offset}))
         return
@@ -56,21 +64,23 @@ def ls(home: str | None, status: str | None, source: str | None, limit: int | No
 @home_option
 @source_option
 @status_option
+@where_option
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @json_option
-def delete(doc_ids: tuple[str, ...], home: str | None, source: str | None, status: str | None, dry_run: bool,
-           yes: bool, as_json: bool) -> None:
-    """Delete documents from every store of the index: by DOC_ID, --source GLOB and/or --status (all given
-    criteria must match). Shows them and asks first, unless --yes. Exits 1 if an id is not in the index."""
-    selection = Selection(doc_ids=doc_ids, source=source, status=status)
+def delete(doc_ids: tuple[str, ...], home: str | None, source: str | None, status: str | None,
+           where: Filter | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Delete documents from every store of the index: by DOC_ID, --source GLOB, --status and/or --where
+    FILTER (all given criteria must match). Shows them and asks first, unless --yes. Exits 1 if an id is
+    not in the index."""
+    selection = Selection(doc_ids=doc_ids, source=source, status=status, where=where)
     if selection.empty:
-        raise click.UsageError("name what to delete: DOC_ID..., --source GLOB or --status")
+        raise click.UsageError("name what to delete: DOC_ID..., --source GLOB, --status or --where FILTER")
     with Engine.open(home, mode="read") as engine:
         records = select(engine.stores.meta, selection)
     missing = selection.missing(records)
     for doc_id in missing:
-        also = " matching --source/--status" if source is not None or status is not None else ""
+        also = " matching --source/--status/--where" if source or status or where else ""
         click.echo(f"fanrag: no document {shown(doc_id)!r}{also}", err=True)
     if not as_json:
         for line in table(records):

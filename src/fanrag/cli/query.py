@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..engine import Engine
+from ..filters import Filter, FilterError, parse_where
 from ..retrieve.phases import Done, Token
 from ..retrieve.results import QueryResult
 from ..types import BRANCH_NAMES
@@ -37,14 +38,18 @@ def _branches(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
 @click.option("--branches", multiple=True, callback=_branches, metavar="NAMES",
               help=f"Comma-separated subset of: {', '.join(BRANCH_NAMES)}.")
 @click.option("--no-answer", is_flag=True, help="Retrieve only; do not generate an answer.")
+@click.option("--where", "where", metavar="FILTER", default=None, callback=lambda _c, _p, v: where_filter(v),
+              help="Search only the documents this matches, e.g. \"source:docs/** and year >= 2020 and tags in "
+                   "(a, b)\" (fields: source, doc_id, title, uri, pages, chunks, modified, any metadata key; "
+                   "= != < <= > >= in, source:GLOB, source^=PREFIX; and, or, not, parentheses).")
 def query(text: str, home: str | None, as_json: bool, explain: bool, top_n: int | None,
-          branches: tuple[str, ...] | None, no_answer: bool) -> None:
+          branches: tuple[str, ...] | None, no_answer: bool, where: Filter | None) -> None:
     """Answer TEXT from the index, citing sources [n]; a model's answer is printed as it is written."""
     # the answer goes to the terminal token by token; --json prints the one result object at the end
     on_token = None if as_json else (lambda tok: click.echo(tok, nl=False))
     with Engine.open(home, mode="read") as engine:
         result = asyncio.run(streamed(engine, text, on_token, branches=branches, top_n=top_n,
-                                      generate=not no_answer))
+                                      generate=not no_answer, filter=where))
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
@@ -53,6 +58,14 @@ def query(text: str, home: str | None, as_json: bool, explain: bool, top_n: int 
     click.echo(render(result))
     if explain:
         click.echo(timeline(result))
+
+
+def where_filter(value: str | None) -> Filter | None:
+    """``--where``: parsed before the index is opened; a malformed filter is a usage error naming its bad part."""
+    try:
+        return parse_where(value) if value is not None else None
+    except FilterError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--where'") from None
 
 
 async def streamed(engine: Engine, text: str, on_token: Callable[[str], object] | None, **kw: Any) -> QueryResult:

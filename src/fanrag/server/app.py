@@ -1,6 +1,6 @@
 """The HTTP API: ``create_app(settings) -> FastAPI``.
 
-    POST   /query              {query, top_n?, branches?, generate?, stream?} -> QueryResult.to_dict(),
+    POST   /query              {query, top_n?, branches?, generate?, stream?, filter?} -> QueryResult.to_dict(),
                                or with stream: server-sent events (answers.py)                      (read)
     POST   /ingest             multipart upload, or JSON {paths: [...]} under server.ingest_root   (token)
     GET    /documents          committed documents (filter by status; paged)                       (read)
@@ -24,12 +24,14 @@ by absolute server path. docs/security.md states the model.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from ..errors import ConfigError, FanragError, MissingExtraError, QueryError
+from ..filters import Filter, as_filter, rebase
 from ..settings import Settings
 from ..types import BranchName
 
@@ -70,6 +72,10 @@ class QueryRequest(BaseModel):
     generate: bool = True
     stream: bool = Field(default=False, description="answer as server-sent events: sources, tokens, timings, "
                                                     "done (or error)")
+    filter: dict[str, Any] | str | None = Field(
+        default=None, description="search only the documents this matches (fanrag.filters): a JSON object "
+                                  "such as {\"year\": {\"gte\": 2020}, \"source\": {\"glob\": \"**/*.md\"}} "
+                                  "or the string form 'year >= 2020 and source:**/*.md'; malformed: 400")
 
 
 def open_engine(settings: Settings) -> Engine:
@@ -112,13 +118,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         if req.top_n is not None and req.top_n > candidates:  # the retriever ranks no more than that
             raise HTTPException(422, f"top_n {req.top_n} is above retrieval.candidates ({candidates}), the "
                                      "most chunks a query ranks")
+        flt = request_filter(req.filter, st.settings)
         if req.stream:
             first, phases = await open_phases(st, req.query, branches=req.branches, top_n=req.top_n,
-                                              generate=req.generate)
+                                              generate=req.generate, filter=flt)
             return event_stream(query_events(st, first, phases))
         try:
             result = await st.engine.aquery(req.query, branches=req.branches, top_n=req.top_n,
-                                               generate=req.generate)
+                                               generate=req.generate, filter=flt)
         except FanragError:
             st.metrics.queries.labels("error").inc()
             raise
@@ -188,6 +195,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return Response(body, media_type=ctype)
 
     return app
+
+
+def request_filter(value: dict[str, Any] | str | None, settings: Settings) -> Filter | None:
+    """A request's filter (a malformed one is a FilterError: 400). Its relative source paths are taken
+    from the ingest root, as the read API names sources (with no root, one matches at any depth)."""
+    flt = as_filter(value)
+    if flt is None:
+        return None
+    root = settings.server.ingest_root
+    return rebase(flt, os.path.realpath(root) if root else "**")
 
 
 def _error_handlers(app: FastAPI) -> None:

@@ -53,6 +53,7 @@ _ADD, _DELETE = 1, 2
 # shard (hnswlib's get_items copies ~30 us per vector); else a filtered graph search with ef up to MAX_EF.
 EXACT_MAX = 64
 MAX_EF = 4096
+ALLOWED_CACHE = 8  # filters whose labels are kept (see _allowed_labels)
 _INITIAL_CAPACITY = 1024
 
 MIGRATIONS: tuple[str, ...] = (
@@ -120,7 +121,8 @@ class ShardedHnswStore:
         if not read_only:
             migrate(self._db, MIGRATIONS)
         self._shard_locks = [threading.Lock() for _ in range(self._n)]
-        self._allowed_cache: tuple[Allowed, int, list[np.ndarray]] | None = None
+        self._allowed_cache: dict[Allowed, tuple[int, list[np.ndarray]]] = {}
+        self._allowed_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self._n, thread_name_prefix="hnsw") if self._n > 1 else None
         # Rows replayed at open count as unsaved work, so the writer's next checkpoint covers them.
         replayed = self._load()
@@ -469,11 +471,12 @@ class ShardedHnswStore:
         return True
 
     def _allowed_labels(self, allowed: Allowed) -> list[np.ndarray]:
-        """The live labels of ``allowed`` documents, per shard; the last answer is kept, since one query
-        searches every shard (and each sub-query) with the same set, while nothing has changed."""
-        cached = self._allowed_cache
-        if cached is not None and cached[0] is allowed and cached[1] == self._applied:
-            return cached[2]
+        """The live labels of ``allowed`` documents, per shard. The last few answers are kept while nothing
+        has changed: one query searches every shard (and each sub-query) with the same set, and a filter
+        that is asked again (the same set, equal if not identical) costs one hash of it."""
+        cached = self._allowed_cache.get(allowed)
+        if cached is not None and cached[0] == self._applied:
+            return cached[1]
         labels: list[int] = []
         for part in batched(list(allowed)):
             labels += [r[0] for r in self._db.query(f"SELECT label FROM live WHERE doc_id IN ({marks(len(part))})",
@@ -481,7 +484,10 @@ class ShardedHnswStore:
         arr = np.array(labels, dtype=np.uint64)
         shard_of = arr % np.uint64(self._n)
         per_shard = [arr[shard_of == i] for i in range(self._n)]
-        self._allowed_cache = (allowed, self._applied, per_shard)
+        with self._allowed_lock:
+            if len(self._allowed_cache) >= ALLOWED_CACHE:
+                del self._allowed_cache[next(iter(self._allowed_cache))]  # the oldest
+            self._allowed_cache[allowed] = (self._applied, per_shard)
         return per_shard
 
     def _resolve(self, found: list[tuple[int, float]]) -> list[ScoredId]:
