@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, percentile, print_table, ratio, write_result
+from retrieval import load_queries  # the judged test claims
 
 from fanrag.engine import Engine
 from fanrag.filters import as_filter
@@ -71,14 +72,6 @@ def build(home: Path, data: Path, limit: int | None) -> None:
     with Engine.open(home) as engine:
         summary = engine.ingest([corpus])
     print(f"ingested {summary.ok} documents ({summary.chunks} chunks) into {home}")
-
-
-def load_queries(data: Path) -> list[str]:
-    with (data / "qrels" / "test.tsv").open() as f:
-        next(f)
-        judged = {line.split("\t")[0] for line in f if line.strip()}
-    with (data / "queries.jsonl").open() as f:
-        return [q["text"] for q in map(json.loads, f) if str(q["_id"]) in judged]
 
 
 class ExactScan:
@@ -191,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment()
     if args.build:
         build(args.home, args.data, args.limit)
-    result = run(args.home, load_queries(args.data)[: args.queries], args.warmup)
+    result = run(args.home, [text for _, text in load_queries(args.data)][: args.queries], args.warmup)
     report(result)
     print(f"wrote {write_result('filters', result, env_before=env, results_dir=args.out)}")
     return 0 if result["meets_target"] else 1

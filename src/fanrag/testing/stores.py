@@ -127,6 +127,13 @@ def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def clustered_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """``n`` unit vectors around 50 random centres: neighbourhoods like real embeddings have."""
+    centres = rng.standard_normal((50, dim))
+    x = (centres[rng.integers(0, 50, n)] + 0.3 * rng.standard_normal((n, dim))).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def brute_force(vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int) -> list[str]:
     return [ids[i] for i in np.argsort(-(vectors @ query))[:k]]
 
@@ -224,9 +231,7 @@ class VectorStoreContract(StoreContract):
         """Enough vectors that half of them is too many to scan: a filtered graph search, widened."""
         rng = np.random.default_rng(21)
         dim, n = 32, 8000
-        centres = rng.standard_normal((50, dim))
-        x = (centres[rng.integers(0, 50, n)] + 0.3 * rng.standard_normal((n, dim))).astype(np.float32)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        x = clustered_vectors(rng, n, dim)
         store = open_store(dim=dim, shards=1, ef_construction=100, ef_search=64)
         chunks = [c for d in range(n) for c in make_chunks(f"doc{d}", 1)]
         store.add(chunks, x)
@@ -251,9 +256,7 @@ class VectorStoreContract(StoreContract):
     def test_recall_at_10_on_clustered_vectors(self, open_store: StoreOpener) -> None:
         rng = np.random.default_rng(5)
         dim, n = 32, 5000
-        centres = rng.standard_normal((50, dim))
-        x = (centres[rng.integers(0, 50, n)] + 0.3 * rng.standard_normal((n, dim))).astype(np.float32)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        x = clustered_vectors(rng, n, dim)
         store = open_store(dim=dim, shards=4, ef_construction=100, ef_search=64)
         chunks = make_chunks("d", n)
         for i in range(0, n, 1000):  # several batches: exercises capacity growth
