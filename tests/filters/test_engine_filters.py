@@ -168,3 +168,29 @@ def test_cli_ls_and_delete_where(index: Any) -> None:
     assert [d["uri"].rsplit("#", 1)[1] for d in out["documents"]] == ["r1"] and out["deleted"] == 0
     bad = CliRunner().invoke(cli, ["ls", "--home", home, "--where", "tags in"])
     assert bad.exit_code == 2 and "expected '(' after 'tags in'" in bad.output
+
+
+def test_cli_ingest_tag(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fanrag.cli import cli
+
+    docs = tmp_path / "docs"
+    (docs / "red").mkdir(parents=True)
+    (docs / "red" / "a.txt").write_text("Volcanic ash from Mount Etna can disrupt air travel across Europe.")
+    (docs / "blue.txt").write_text("Aspirin reduces inflammation by blocking cyclooxygenase enzymes.")
+    home = str(tmp_path / "home")
+    run = CliRunner().invoke(cli, ["ingest", str(docs), "--home", home, "--json", "--tag", "team=blue"])
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.output)["tagged"] == 2
+    # the second run finds a.txt unchanged and tags it all the same
+    run = CliRunner().invoke(cli, ["ingest", str(docs / "red"), "--home", home, "--tag", "team=red",
+                                   "--tag", "year=2024"])
+    assert run.exit_code == 0 and "tagged 1 document: team=red, year=2024" in run.output, run.output
+    res = CliRunner().invoke(cli, ["query", "volcanic ash and aspirin", "--home", home, "--json", "--no-answer",
+                                   "--where", "team = red and year = 2024"])
+    assert [Path(h["source"]).name for h in json.loads(res.output)["hits"]] == ["a.txt"]
+    res = CliRunner().invoke(cli, ["ls", "--home", home, "--json", "--where", "team = blue"])
+    assert [Path(d["path"]).name for d in json.loads(res.output)["documents"]] == ["blue.txt"]
+    bad = CliRunner().invoke(cli, ["ingest", str(docs), "--home", home, "--tag", "source=x"])
+    assert bad.exit_code == 2 and "bad tag key 'source'" in bad.output

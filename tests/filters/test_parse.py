@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -159,3 +160,17 @@ def test_rebase_takes_relative_source_paths_from_a_base() -> None:
     flt = parse_where("source:docs/*.md or source = a.txt and not source in (b, /c) or year = 1 or source:**/x")
     assert rebase(flt, "/root") == parse_where(
         "source:/root/docs/*.md or source = /root/a.txt and not source in (/root/b, /c) or year = 1 or source:**/x")
+
+
+def test_parse_tag() -> None:
+    from fanrag.filters import parse_tag
+
+    assert parse_tag("team=red") == ("team", "red")
+    assert parse_tag(" year = 2024 ") == ("year", 2024)
+    assert parse_tag("score=0.5") == ("score", 0.5)
+    assert parse_tag("note=a=b") == ("note", "a=b")
+    for bad, named in [("team", "bad tag 'team': KEY=VALUE"), ("team=", "KEY=VALUE"), ("a.b=1", "bad tag key 'a.b'"),
+                       ("source=x", "bad tag key 'source'"), ("external_id=1", "bad tag key 'external_id'"),
+                       ("9x=1", "bad tag key '9x'")]:
+        with pytest.raises(FilterError, match=re.escape(named)):
+            parse_tag(bad)

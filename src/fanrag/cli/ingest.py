@@ -12,7 +12,8 @@ from typing import Any, Self
 import click
 
 from ..engine import Engine
-from ..ingest.sources import PathSource
+from ..filters import FilterError, parse_tag
+from ..ingest.sources import PathSource, SourceFile
 from ..ingest.summary import IngestSummary
 from ..names import shown
 from ..settings import Settings
@@ -81,16 +82,21 @@ def _stderr_console():
               help="Confine the ingest to this directory: every file, named or met in the walk, must resolve "
                    "(symlinks followed) inside it; the others fail by name.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", callback=lambda _c, _p, v: _tags(v),
+              help="Set KEY to VALUE (a number when it reads as one) in the metadata of every document of the "
+                   "named paths, for `query --where \"KEY = VALUE\"`; repeatable. Re-ingesting a changed file "
+                   "without it drops the tag.")
 @json_option
 def ingest(paths: tuple[str, ...], home: str | None, workers: int | None, executor: str | None, prune: bool,
-           password: str | None, root: str | None, quiet: bool, as_json: bool) -> None:
+           password: str | None, root: str | None, quiet: bool, tags: dict[str, str | int | float],
+           as_json: bool) -> None:
     """Ingest files and directories (PDF, HTML, Markdown, text, DOCX, JSONL collections).
 
     Unchanged documents are skipped, changed ones replaced in every store; a killed run resumes where
     it stopped when started again. Exits 1 if any file failed (every good file is still committed).
     """
     with _open_for_write(home, pipeline_overrides(workers, executor)) as engine:
-        source = PathSource(paths, root=root, password=password, exclude=[engine.settings.home])
+        source = _Recorded(paths, root=root, password=password, exclude=[engine.settings.home])
         show = not quiet and not as_json and sys.stderr.isatty()
         if show:
             with _RichProgress() as progress:
@@ -98,11 +104,39 @@ def ingest(paths: tuple[str, ...], home: str | None, workers: int | None, execut
         else:
             summary = engine.ingest(source, prune=prune)
         source.report(summary)  # files the walk refused (outside --root, symlink loops) fail by name
+        # after the run: the documents it committed, and those it found unchanged, get the tags
+        tagged = engine.stores.meta.tag_documents(source.recorded, tags) if tags else 0
     if as_json:
-        click.echo(json.dumps(summary.to_dict()))
+        click.echo(json.dumps(summary.to_dict() | ({"tagged": tagged} if tags else {})))
     else:
         _print_summary(summary)
+        if tags:
+            click.echo(f"tagged {tagged} document{'' if tagged == 1 else 's'}: "
+                       + ", ".join(f"{k}={v}" for k, v in tags.items()))
     sys.exit(summary.exit_code)
+
+
+class _Recorded(PathSource):
+    """The paths' sources, remembering each one whose outcome the run recorded (committed, unchanged or
+    failed: a collection that failed in part has committed documents to tag)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.recorded: list[str] = []
+
+    def committed(self, source: SourceFile) -> None:
+        self.recorded.append(source.uri)
+
+    def failed(self, source: SourceFile, reason: str) -> None:
+        self.recorded.append(source.uri)
+
+
+def _tags(values: tuple[str, ...]) -> dict[str, str | int | float]:
+    """``--tag KEY=VALUE ...`` as a dict (the last value of a key wins); a bad tag is a usage error."""
+    try:
+        return dict(parse_tag(v) for v in values)
+    except FilterError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--tag'") from None
 
 
 def _open_for_write(home: str | None, overrides: dict[str, Any] | None) -> Engine:

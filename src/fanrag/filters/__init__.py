@@ -11,8 +11,21 @@ only those documents (each store's ``allowed`` argument): a filter never empties
 index could have filled, as filtering after fusion would.
 """
 
-from .model import FIELDS, And, Compare, Filter, FilterError, In, Not, Or, SourceMatch, leaves, rebase, to_json
-from .parse import as_filter, from_json, parse_where
+from .model import (
+           FIELDS,
+           And,
+           Compare,
+           Filter,
+           FilterError,
+           In,
+           Not,
+           Or,
+           SourceMatch,
+           leaves,
+           rebase,
+           to_json,
+)
+from .parse import as_filter, from_json, parse_tag, parse_where
 
 __all__ = ["FIELDS", "And", "Compare", "Filter", "FilterError", "In", "Not", "Or", "SourceMatch", "as_filter",
-           "from_json", "leaves", "parse_where", "rebase", "to_json"]
+           "from_json", "leaves", "parse_tag", "parse_where", "rebase", "to_json"]

@@ -24,7 +24,21 @@ import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from .model import OP_BY_NAME, OPS, SOURCE, TERMS, And, Compare, Filter, FilterError, In, Not, Or, SourceMatch
+from .model import (
+    FIELDS,
+    OP_BY_NAME,
+    OPS,
+    SOURCE,
+    TERMS,
+    And,
+    Compare,
+    Filter,
+    FilterError,
+    In,
+    Not,
+    Or,
+    SourceMatch,
+)
 
 MAX_LENGTH = 10_000  # characters of a string filter
 MAX_DEPTH = 32  # nesting of and/or/not (a recursive parser must stop somewhere)
@@ -43,6 +57,22 @@ def as_filter(value: Filter | Mapping[str, Any] | str | None) -> Filter | None:
     if isinstance(value, Mapping):
         return from_json(value)
     raise FilterError(f"bad filter: a {type(value).__name__}; give a JSON object or a string")
+
+
+def parse_tag(text: str) -> tuple[str, str | int | float]:
+    """``KEY=VALUE`` (``fanrag ingest --tag``): a top-level metadata key that a filter names as it is
+    (``--where "KEY = VALUE"``), so not a column's name nor a dotted path; the value is a number when it
+    reads as one, as in a filter. A bad tag is a FilterError naming it."""
+    key, eq, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not eq or not value:
+        raise FilterError(f"bad tag {text!r}: KEY=VALUE")
+    if not _FIELD.fullmatch(key) or "." in key or key in (*FIELDS, *_COMBINERS, "in", "meta", "external_id"):
+        raise FilterError(f"bad tag key {key!r}: letters, digits, _ and -, and not one of "
+                          f"{', '.join(FIELDS)}, external_id, meta")
+    if _NUMBER.match(value):
+        return key, float(value) if any(c in value for c in ".eE") else int(value)
+    return key, value
 
 
 # ---------------------------------------------------------------------------------------------- JSON

@@ -214,6 +214,10 @@ class MetaStore(Protocol):
     def filter_documents(self, flt: Filter) -> list[str]:
         """Ids of the committed documents that ``flt`` matches (``fanrag.filters``: one SQL query)."""
 
+    def tag_documents(self, sources: Sequence[str], tags: Mapping[str, Any]) -> int:
+        """Set ``tags`` (key -> JSON scalar) as top-level metadata of the committed documents of these
+        sources (``fanrag ingest --tag``); returns how many documents were tagged."""
+
     # the embedding cache: vectors by (embedder, text hash), each entry owned by a document
     def cached_vectors(self, model: str, text_hashes: Sequence[bytes]) -> dict[bytes, bytes]:
         """text hash -> vector bytes of the entries ``model`` wrote; a hash that is absent is a miss."""

@@ -316,6 +316,14 @@ class PostgresMetaStore:
             "SELECT DISTINCT source FROM fanrag_documents WHERE status = 'committed'")))
         return [r[0] for r in self._db.query(sql, [_text(p) if isinstance(p, str) else p for p in params])]
 
+    def tag_documents(self, sources: Sequence[str], tags: Mapping[str, Any]) -> int:
+        if not tags:
+            return 0
+        return int(self._db.run(lambda conn: conn.execute(
+            "UPDATE fanrag_documents SET metadata = coalesce(metadata, '{}'::jsonb) || %s::jsonb "
+            "WHERE status = 'committed' AND source = ANY(%s)",
+            (_dumps(dict(tags)), [_text(s) for s in dict.fromkeys(sources)])).rowcount, write=True))
+
     # the embedding cache -------------------------------------------------------------------------------
     def cached_vectors(self, model: str, text_hashes: Sequence[bytes]) -> dict[bytes, bytes]:
         rows = self._db.query("SELECT text_hash, vector FROM fanrag_embed_cache WHERE model = %s "

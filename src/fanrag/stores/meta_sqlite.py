@@ -268,6 +268,19 @@ class SqliteMetaStore:
             "SELECT DISTINCT source FROM documents WHERE status = 'committed'")))
         return [r[0] for r in self._db.query(sql, _row(*params))]
 
+    def tag_documents(self, sources: Sequence[str], tags: Mapping[str, Any]) -> int:
+        if not tags:
+            return 0
+        sets = ", ".join("?, json(?)" for _ in tags)  # json(): a number stays a number
+        pairs = [v for key, value in tags.items() for v in (f'$."{key}"', json.dumps(value))]
+        tagged = 0
+        with self._db.tx() as conn:
+            for part in batched(list(dict.fromkeys(sources)), 500):
+                tagged += conn.execute(
+                    f"UPDATE documents SET metadata = json_set(coalesce(metadata, '{{}}'), {sets}) "
+                    f"WHERE status = 'committed' AND source IN ({marks(len(part))})", _row(*pairs, *part)).rowcount
+        return tagged
+
     # the embedding cache -------------------------------------------------------------------------------
     def cached_vectors(self, model: str, text_hashes: Sequence[bytes]) -> dict[bytes, bytes]:
         out: dict[bytes, bytes] = {}

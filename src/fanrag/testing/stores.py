@@ -519,6 +519,22 @@ class MetaStoreContract(StoreContract):
         assert match("year > 3000") == set()
         assert match("source:/nowhere/**") == set()
 
+    def test_tag_documents(self, store: Any) -> None:
+        from ..filters import as_filter
+
+        a = make_document("a", source="file:///x.jsonl", year=2019)
+        b = make_document("b", source="file:///x.jsonl")
+        c = make_document("c", source="file:///y.txt")
+        pending = make_document("p", source="file:///x.jsonl")
+        store.commit([a, b, c], chunks_of(a, 1) + chunks_of(b, 1) + chunks_of(c, 1), {})
+        store.mark_pending([pending])
+        assert store.tag_documents(["file:///x.jsonl", "file:///absent"], {"team": "red", "year": 2024}) == 2
+        assert store.get_document(a.doc_id).metadata == {"year": 2024, "team": "red"}  # a tag replaces a key
+        assert store.get_document(c.doc_id).metadata in ({}, None)
+        assert sorted(store.filter_documents(as_filter("team = red and year = 2024"))) == sorted([a.doc_id,
+                                                                                                 b.doc_id])
+        assert store.tag_documents(["file:///y.txt"], {}) == 0
+
     def test_delete_documents_and_failures(self, store: Any) -> None:
         a, b = make_document("a"), make_document("b")
         store.commit([a, b], chunks_of(a, 2) + chunks_of(b, 2), {})
