@@ -13,6 +13,7 @@ from fanrag.errors import QueryError
 from fanrag.filters import (
     And,
     Compare,
+    Exists,
     FilterError,
     In,
     Not,
@@ -39,6 +40,8 @@ from fanrag.filters.model import timestamp
     ("doc_id = 123", Compare("doc_id", "=", "123")),  # a text column keeps its value as text
     ("tags in (a, 'b c', 3)", In("tags", ("a", "b c", 3))),
     ("tags IN(a)", In("tags", ("a",))),
+    ("team exists", Exists("team")),
+    ("not team.lead EXISTS", Not(Exists("team.lead"))),
     ("source:docs/**/*.md", SourceMatch("glob", "docs/**/*.md")),
     ("source ^= /srv/reports", SourceMatch("prefix", "/srv/reports")),
     ("source = 2020.txt", Compare("source", "=", "2020.txt")),
@@ -69,6 +72,7 @@ def test_json_form() -> None:
                                                                           Compare("lang", "=", "en")))
     assert from_json({"or": [{"a": 1}, {"not": {"b": {"in": [2, 3]}}}]}) == Or(
         (Compare("a", "=", 1), Not(In("b", (2, 3)))))
+    assert from_json({"team": {"exists": False}}) == Not(Exists("team"))
     assert as_filter(None) is None
     flt = Compare("a", "=", 1)
     assert as_filter(flt) is flt and as_filter("a = 1") == flt and as_filter({"a": 1}) == flt
@@ -110,6 +114,7 @@ def test_malformed_strings_name_the_bad_part(bad: str, named: str) -> None:
     ({"or": []}, "'or' takes a non-empty list"),
     ({"not": [1]}, "is not an object"),
     ({"a": {"in": 3}}, "'a' 'in' takes a list"),
+    ({"a": {"exists": 1}}, "'a' 'exists' takes true or false, not 1"),
     ({"a": [{"b": 1}]}, "bad filter value {'b': 1} for 'a'"),
     ({"a": None}, "bad filter value None for 'a'"),
     ({"a": True}, "bad filter value True for 'a'"),
@@ -134,7 +139,8 @@ _values = st.one_of(st.integers(-10**6, 10**6), st.text(min_size=1, max_size=8))
 _leaf = st.one_of(
     st.builds(Compare, _words, st.sampled_from(["=", "!=", "<", "<=", ">", ">="]), _values),
     st.builds(In, _words, st.lists(_values, min_size=1, max_size=3).map(tuple)),
-    st.builds(SourceMatch, st.sampled_from(["glob", "prefix"]), st.text(min_size=1, max_size=8)))
+    st.builds(SourceMatch, st.sampled_from(["glob", "prefix"]), st.text(min_size=1, max_size=8)),
+    st.builds(Exists, _words))
 _filters = st.recursive(_leaf, lambda inner: st.one_of(
     st.builds(And, st.lists(inner, min_size=2, max_size=3).map(tuple)),
     st.builds(Or, st.lists(inner, min_size=2, max_size=3).map(tuple)),

@@ -15,6 +15,7 @@ from .model import (
            FIELDS,
            And,
            Compare,
+           Exists,
            Filter,
            FilterError,
            In,
@@ -27,5 +28,5 @@ from .model import (
 )
 from .parse import as_filter, from_json, parse_tag, parse_where
 
-__all__ = ["FIELDS", "And", "Compare", "Filter", "FilterError", "In", "Not", "Or", "SourceMatch", "as_filter",
+__all__ = ["FIELDS", "And", "Compare", "Exists", "Filter", "FilterError", "In", "Not", "Or", "SourceMatch", "as_filter",
            "from_json", "leaves", "parse_tag", "parse_where", "rebase", "to_json"]

@@ -3,6 +3,7 @@ one the metadata stores can run.
 
     Compare(field, op, value)     = != < <= > >=      (``!=`` is ``not =``: a document without the field matches)
     In(field, values)             any of the values
+    Exists(field)                 the document has the field (a metadata key; columns always exist)
     SourceMatch(kind, pattern)    the source file's path: glob (``source:docs/**/*.md``) or prefix
     And(items), Or(items), Not(item)
 
@@ -140,8 +141,16 @@ class Not:
         _check_items("not", (self.item,))
 
 
-Filter: TypeAlias = Compare | In | SourceMatch | And | Or | Not
-TERMS = (Compare, In, SourceMatch, And, Or, Not)
+@dataclass(frozen=True, slots=True)
+class Exists:
+    field: str
+
+    def __post_init__(self) -> None:
+        _check_field(self.field)
+
+
+Filter: TypeAlias = Compare | In | SourceMatch | Exists | And | Or | Not
+TERMS = (Compare, In, SourceMatch, Exists, And, Or, Not)
 
 
 def _check_items(name: str, items: tuple[object, ...]) -> None:
@@ -152,7 +161,7 @@ def _check_items(name: str, items: tuple[object, ...]) -> None:
         raise FilterError(f"bad filter: '{name}' holds {bad!r}, not a filter")
 
 
-def leaves(flt: Filter) -> list[Compare | In | SourceMatch]:
+def leaves(flt: Filter) -> list[Compare | In | SourceMatch | Exists]:
     """The comparisons of a filter, left to right."""
     if isinstance(flt, And | Or):
         return [leaf for item in flt.items for leaf in leaves(item)]
@@ -198,6 +207,8 @@ def to_json(flt: Filter) -> dict[str, object]:
             return {field: {"in": list(values)}}
         case SourceMatch(kind, pattern):
             return {SOURCE: {kind: pattern}}
+        case Exists(field):
+            return {field: {"exists": True}}
         case Compare(field, op, value):
             return {field: {_OP_NAMES[op]: value}}
     raise FilterError(f"not a filter: {flt!r}")

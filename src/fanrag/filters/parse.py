@@ -4,14 +4,15 @@ JSON form: each key of an object is a condition, all of which must hold::
 
     {"year": 2020}                                   equality
     {"tags": ["a", "b"]}                             in (any of)
-    {"year": {"gte": 2018, "lt": 2021}}              eq ne lt lte gt gte in, glob and prefix (source only)
+    {"year": {"gte": 2018, "lt": 2021}}              eq ne lt lte gt gte in, exists (true or false),
+                                                     glob and prefix (source only)
     {"source": {"glob": "docs/**/*.md"}}
     {"or": [{...}, {...}]}, {"and": [...]}, {"not": {...}}
 
 String form, the same terms (``and`` binds tighter than ``or``; keywords in any case)::
 
     source:docs/**/*.md and year >= 2018 and not (tags in (draft, old) or title = "To do")
-    source^=/srv/reports    doc_id in (d1, d2)    modified >= 2024-05-01
+    source^=/srv/reports    doc_id in (d1, d2)    modified >= 2024-05-01    not team exists
 
 A value is a quoted string ('...' or "...", backslash escapes the quote), or a bare word (up to a space,
 a comma or a parenthesis) that is a number when it reads as one. Every mistake is a ``FilterError``
@@ -32,6 +33,7 @@ from .model import (
     TERMS,
     And,
     Compare,
+    Exists,
     Filter,
     FilterError,
     In,
@@ -42,7 +44,7 @@ from .model import (
 
 MAX_LENGTH = 10_000  # characters of a string filter
 MAX_DEPTH = 32  # nesting of and/or/not (a recursive parser must stop somewhere)
-_COMBINERS = ("and", "or", "not")
+_COMBINERS = ("and", "or", "not")  # and "in", "exists" after a field name
 _FIELD = re.compile(r"[A-Za-z_][\w.-]*")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\Z")
 _OPERATOR = re.compile(r"!=|<=|>=|\^=|=|<|>|:")
@@ -111,13 +113,17 @@ def _json_op(field: str, op: str, value: Any) -> Filter:
         if not isinstance(value, list):
             raise FilterError(f"bad filter: {field!r} 'in' takes a list, not {value!r}")
         return In(field, tuple(value))
+    if op == "exists":
+        if not isinstance(value, bool):
+            raise FilterError(f"bad filter: {field!r} 'exists' takes true or false, not {value!r}")
+        return Exists(field) if value else Not(Exists(field))
     if op in ("glob", "prefix"):
         if field != SOURCE:
             raise FilterError(f"bad filter: {op!r} on {field!r}: glob and prefix apply to source only")
         return SourceMatch(op, value)  # type: ignore[arg-type]
     if op not in OP_BY_NAME:
         raise FilterError(f"bad filter operator {op!r} for {field!r}: one of "
-                          f"{', '.join([*OP_BY_NAME, 'in', 'glob', 'prefix'])}")
+                          f"{', '.join([*OP_BY_NAME, 'in', 'exists', 'glob', 'prefix'])}")
     return Compare(field, OP_BY_NAME[op], value)  # type: ignore[arg-type]
 
 
@@ -186,10 +192,12 @@ class _Parser:
         self.pos = m.end()
         if self._keyword("in"):
             return In(field, self._list(field))
+        if self._keyword("exists"):
+            return Exists(field)
         self._space()
         op = _OPERATOR.match(self.text, self.pos)
         if op is None:
-            self._fail(f"expected an operator after {field!r} ({' '.join(OPS)} : ^= in)")
+            self._fail(f"expected an operator after {field!r} ({' '.join(OPS)} : ^= in exists)")
         self.pos = op.end()
         if op.group() in (":", "^="):
             if field != SOURCE:

@@ -29,6 +29,7 @@ from .model import (
     TEXT_COLUMNS,
     And,
     Compare,
+    Exists,
     Filter,
     In,
     Not,
@@ -87,7 +88,21 @@ class _Compiler:
                 return self._compare(field, op, (value,))
             case In(field, values):
                 return self._compare(field, "in", values)
+            case Exists(field):
+                return self._exists(field)
         raise TypeError(f"not a filter: {flt!r}")
+
+    def _exists(self, field: str) -> str:
+        """A column always exists; ``modified`` when the source is recorded; a metadata key when it is set."""
+        if field in TEXT_COLUMNS or field in NUMBER_COLUMNS or field == SOURCE:
+            return "1 = 1"
+        if field == MODIFIED:
+            self.joins_sources = True
+            return "(s.mtime IS NOT NULL)"
+        path = field.removeprefix(META_PREFIX).split(".")
+        if self.d.name == "sqlite":
+            return f"(json_type(d.metadata, {self._mark(_sqlite_path(path))}) IS NOT NULL)"
+        return f"jsonb_path_exists(coalesce(d.metadata, '{{}}'::jsonb), {self._mark(_pg_path(path))}::jsonpath)"
 
     def _mark(self, value: Any) -> str:
         self.params.append(value)
@@ -111,8 +126,7 @@ class _Compiler:
 
     def _json_sqlite(self, path: list[str], op: str, values: tuple[Value, ...]) -> str:
         """Any element of the field (the field itself when it is not a list) meets the comparison."""
-        json_path = "$" + "".join(f'."{key}"' for key in path)  # keys are [\w-]: nothing to escape
-        source = f"json_each(d.metadata, {self._mark(json_path)})"  # marked first: it comes first
+        source = f"json_each(d.metadata, {self._mark(_sqlite_path(path))})"  # marked first: it comes first
         tests = []
         for kind, group in _by_kind(values).items():
             guard = "e.type = 'text'" if kind is str else "e.type IN ('integer', 'real')"
@@ -126,7 +140,7 @@ class _Compiler:
         """A jsonpath predicate: lax mode unwraps a list, and comparing across types is never true."""
         json_op = {"=": "==", "in": "=="}.get(op, op)
         tests = " || ".join(f"@ {json_op} $v{i}" for i in range(len(values)))
-        expr = "$" + "".join(f".{json.dumps(key)}" for key in path) + f" ? ({tests})"
+        expr = _pg_path(path) + f" ? ({tests})"
         variables = json.dumps({f"v{i}": v for i, v in enumerate(values)})
         return f"jsonb_path_exists(coalesce(d.metadata, '{{}}'::jsonb), {self._mark(expr)}::jsonpath, " \
                f"{self._mark(variables)}::jsonb)"
@@ -140,6 +154,14 @@ class _Compiler:
         if not found:
             return _FALSE
         return f"(d.source IN ({', '.join(self._mark(s) for s in found)}))"
+
+
+def _sqlite_path(path: list[str]) -> str:
+    return "$" + "".join(f'."{key}"' for key in path)  # keys are [\w-]: nothing to escape
+
+
+def _pg_path(path: list[str]) -> str:
+    return "$" + "".join(f".{json.dumps(key)}" for key in path)
 
 
 def _by_kind(values: tuple[Value, ...]) -> dict[type, list[Value]]:

@@ -515,6 +515,9 @@ class MetaStoreContract(StoreContract):
         assert match("title = 'Title b' or chunks >= 2") == {"b"}
         assert match("modified >= 2023-01-01") == {"a"}
         assert match("modified < 2023-01-01T00:00:00+00:00 and modified > 0") == {"b"}
+        assert match("team.name exists") == {"a"}
+        assert match("not tags exists") == {"c"}
+        assert match("modified exists and title exists") == {"a", "b"}
         assert match("meta.title = anything") == set()
         assert match("year > 3000") == set()
         assert match("source:/nowhere/**") == set()
