@@ -13,7 +13,9 @@ changed document costs the chunks that changed.
 
 The embed stage looks a whole batch up in one call (never one round trip per chunk), embeds only the misses,
 each distinct text once, and remembers their hashes; the writer stores those entries with the document's
-write (beside the index writes, before the metadata commit). A cache entry is never wrong, only present or
+write (beside the index writes, before the metadata commit). A writer that did not see the embedding (a
+Celery writer: its workers embed in other processes) offers every chunk's entry (``store_all``), and those
+already there stay as they are. A cache entry is never wrong, only present or
 absent, so none of this touches crash safety: a crash leaves at most entries that a later run would have
 written anyway, and the sweep of the pending documents evicts them.
 
@@ -51,10 +53,11 @@ def identity(embedder: Embedder, max_length: int) -> str:
 class EmbedCache:
     """One run's view of the cache: ``embed`` for the embed stage, ``store`` for the writer."""
 
-    def __init__(self, meta: MetaStore, identity: str, dim: int) -> None:
+    def __init__(self, meta: MetaStore, identity: str, dim: int, *, store_all: bool = False) -> None:
         self.meta = meta
         self.identity = identity
         self.dim = dim
+        self.store_all = store_all  # store every chunk's entry, not only what this object embedded
         self.hits = 0  # texts served from the cache this run
         self.embedded = 0  # distinct texts sent to the embedder this run
         self._fresh: set[bytes] = set()  # hashes embedded this run, not yet stored by the writer
@@ -89,7 +92,7 @@ class EmbedCache:
             keys = [text_key(t) for t in texts]
             keep[doc_id] = set(keys)
             for key, row in zip(keys, vectors, strict=True):
-                if key in self._fresh and key not in entries:
+                if (self.store_all or key in self._fresh) and key not in entries:
                     entries[key] = CachedVector(key, doc_id, row.astype(_F32).tobytes())
         self.meta.cache_vectors(self.identity, list(entries.values()), keep)
         self._fresh.difference_update(entries)

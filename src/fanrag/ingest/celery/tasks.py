@@ -25,6 +25,7 @@ from celery.signals import worker_process_shutdown, worker_shutdown  # type: ign
 
 from ...embed import create_embedder
 from ...embed.base import Embedder
+from ...embed.cache import EmbedCache, identity
 from ...errors import IndexLocked, StoreError
 from ...settings import EmbedSettings, Settings
 from ...stores import MetaStore, StoreSet, open_reader, open_stores
@@ -160,15 +161,32 @@ def _embed(work: DocWork) -> None:
     sizes = [sum(len(p.chunks) for p in r.pieces) for r in work.results]
     texts = [c.indexed_text for r in work.results for p in r.pieces for c in p.chunks]
     t = time.perf_counter()
-    vectors = embedder.embed(texts) if texts else np.zeros((0, embedder.dim), np.float32)
+    vectors = _vectors(work.run.settings, embedder, texts) if texts else np.zeros((0, embedder.dim), np.float32)
     work.embed_s = time.perf_counter() - t
     work.vectors = split_rows(vectors, sizes)
+
+
+def _vectors(settings: Settings, embedder: Embedder, texts: list[str]) -> np.ndarray:
+    """Through the index's embedding cache when it is on (and the index exists): only misses are embedded."""
+    meta = _meta_reader(settings) if settings.embed.cache else None
+    if meta is None:
+        return embedder.embed(texts)
+    cache = EmbedCache(meta, identity(embedder, settings.embed.max_length), embedder.dim)
+    return asyncio.run(cache.embed(texts, lambda batch: asyncio.to_thread(embedder.embed, batch)))
+
+
+def _writer_cache(settings: Settings, stores: StoreSet) -> EmbedCache | None:
+    """The writer's side of the cache: it did not see what its workers embedded, so it offers every entry."""
+    if not settings.embed.cache:
+        return None
+    embedder = _embedder(settings.embed)
+    return EmbedCache(stores.meta, identity(embedder, settings.embed.max_length), embedder.dim, store_all=True)
 
 
 async def _commit(stores: StoreSet, work: DocWork) -> IngestSummary:
     """Record one source whose plan, load/chunk and embedding ran in its chain: the same assembly, writes,
     commit and outcome as a local run. No outcomes to tell: Celery acknowledges the chain (acks_late)."""
-    writer = IndexWriter(stores)
+    writer = IndexWriter(stores, cache=_writer_cache(work.run.settings, stores))
     ledger = SourceLedger(writer)
     state = ledger.accept(work.src)
     assert state is not None  # a new ledger: nothing is open in it yet
