@@ -24,10 +24,13 @@ from ..selection import STATUSES, Selection, select, source_path
 from ..stores.base import DocumentRecord
 from .ingest import _open_for_write
 from .options import home_option, json_option
-from .query import where_filter
+from .query import collections, scope, where_filter
 
 status_option = click.option("--status", type=click.Choice(STATUSES), default=None,
                              help="Only documents in this state.")
+collection_option = click.option(
+    "--collection", "collections", multiple=True, metavar="NAME", callback=lambda _c, _p, v: collections(v),
+    help="Only documents of this collection (repeatable); those ingested without --collection are in 'default'.")
 where_option = click.option(
     "--where", "where", metavar="FILTER", default=None, callback=lambda _c, _p, v: where_filter(v),
     help="Only committed documents that this filter matches (the language of `fanrag query --where`), e.g. "
@@ -43,15 +46,16 @@ source_option = click.option(
 @status_option
 @source_option
 @where_option
+@collection_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many documents.")
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many matching documents first.")
 @json_option
-def ls(home: str | None, status: str | None, source: str | None, where: Filter | None, limit: int | None,
-       offset: int, as_json: bool) -> None:
+def ls(home: str | None, status: str | None, source: str | None, where: Filter | None,
+       collections: tuple[str, ...], limit: int | None, offset: int, as_json: bool) -> None:
     """List documents: id, status, chunks, pages, last update, source and title."""
+    selection = Selection(source=source, status=status, where=scope(collections, where))
     with Engine.open(home, mode="read") as engine:
-        records = select(engine.stores.meta, Selection(source=source, status=status, where=where), limit=limit,
-                         offset=offset)
+        records = select(engine.stores.meta, selection, limit=limit, offset=offset)
     if as_json:
         click.echo(json.dumps({"documents": [_record(r) for r in records], "limit": limit, "offset": offset}))
         return
@@ -65,22 +69,24 @@ def ls(home: str | None, status: str | None, source: str | None, where: Filter |
 @source_option
 @status_option
 @where_option
+@collection_option
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def delete(doc_ids: tuple[str, ...], home: str | None, source: str | None, status: str | None,
-           where: Filter | None, dry_run: bool, yes: bool, as_json: bool) -> None:
-    """Delete documents from every store of the index: by DOC_ID, --source GLOB, --status and/or --where
-    FILTER (all given criteria must match). Shows them and asks first, unless --yes. Exits 1 if an id is
-    not in the index."""
-    selection = Selection(doc_ids=doc_ids, source=source, status=status, where=where)
+           where: Filter | None, collections: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Delete documents from every store of the index: by DOC_ID, --source GLOB, --status, --where FILTER
+    and/or --collection NAME (all given criteria must match; --collection alone deletes a collection).
+    Shows them and asks first, unless --yes. Exits 1 if an id is not in the index."""
+    selection = Selection(doc_ids=doc_ids, source=source, status=status, where=scope(collections, where))
     if selection.empty:
-        raise click.UsageError("name what to delete: DOC_ID..., --source GLOB, --status or --where FILTER")
+        raise click.UsageError("name what to delete: DOC_ID..., --source GLOB, --status, --where FILTER or "
+                               "--collection NAME")
     with Engine.open(home, mode="read") as engine:
         records = select(engine.stores.meta, selection)
     missing = selection.missing(records)
     for doc_id in missing:
-        also = " matching --source/--status/--where" if source or status or where else ""
+        also = " matching --source/--status/--where/--collection" if source or status or selection.where else ""
         click.echo(f"fanrag: no document {shown(doc_id)!r}{also}", err=True)
     if not as_json:
         for line in table(records):

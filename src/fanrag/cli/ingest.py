@@ -6,18 +6,24 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import click
 
 from ..engine import Engine
 from ..filters import FilterError, parse_tag
+from ..filters.model import COLLECTION, in_collections
 from ..ingest.sources import PathSource, SourceFile
 from ..ingest.summary import IngestSummary
 from ..names import shown
 from ..settings import Settings
 from .options import executor_option, home_option, json_option, pipeline_overrides
+from .query import collections
+
+if TYPE_CHECKING:
+    from ..stores.base import MetaStore
 
 
 class _RichProgress:
@@ -86,17 +92,24 @@ def _stderr_console():
               help="Set KEY to VALUE (a number when it reads as one) in the metadata of every document of the "
                    "named paths, for `query --where \"KEY = VALUE\"`; repeatable. Re-ingesting a changed file "
                    "without it drops the tag.")
+@click.option("--collection", metavar="NAME", default=None, callback=lambda _c, _p, v: _collection(v),
+              help="Put the documents of the named paths in this collection (a document is in one collection at "
+                   "a time: its file's). Without it, a new document is in 'default' and one already ingested stays "
+                   "in its collection.")
 @json_option
 def ingest(paths: tuple[str, ...], home: str | None, workers: int | None, executor: str | None, prune: bool,
            password: str | None, root: str | None, quiet: bool, tags: dict[str, str | int | float],
-           as_json: bool) -> None:
+           collection: str | None, as_json: bool) -> None:
     """Ingest files and directories (PDF, HTML, Markdown, text, DOCX, JSONL collections).
 
     Unchanged documents are skipped, changed ones replaced in every store; a killed run resumes where
     it stopped when started again. Exits 1 if any file failed (every good file is still committed).
     """
+    if collection is not None:
+        tags = {**tags, COLLECTION: collection}
     with _open_for_write(home, pipeline_overrides(workers, executor)) as engine:
-        source = _Recorded(paths, root=root, password=password, exclude=[engine.settings.home])
+        source = _Recorded(paths, root=root, password=password, exclude=[engine.settings.home],
+                           meta=engine.stores.meta)
         show = not quiet and not as_json and sys.stderr.isatty()
         if show:
             with _RichProgress() as progress:
@@ -104,6 +117,8 @@ def ingest(paths: tuple[str, ...], home: str | None, workers: int | None, execut
         else:
             summary = engine.ingest(source, prune=prune)
         source.report(summary)  # files the walk refused (outside --root, symlink loops) fail by name
+        if COLLECTION not in tags:
+            source.restore()
         # after the run: the documents it committed, and those it found unchanged, get the tags
         tagged = engine.stores.meta.tag_documents(source.recorded, tags) if tags else 0
     if as_json:
@@ -118,17 +133,42 @@ def ingest(paths: tuple[str, ...], home: str | None, workers: int | None, execut
 
 class _Recorded(PathSource):
     """The paths' sources, remembering each one whose outcome the run recorded (committed, unchanged or
-    failed: a collection that failed in part has committed documents to tag)."""
+    failed: a collection that failed in part has committed documents to tag), and, as the walk meets it,
+    the collection its documents are in: a changed file is committed with its loader's metadata, and
+    ``restore`` puts it back in its collection."""
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
+    def __init__(self, *args: Any, meta: MetaStore, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.recorded: list[str] = []
+        self._meta = meta
+        self._prior: dict[str, str] = {}
+
+    def __iter__(self) -> Iterator[SourceFile]:
+        for src in super().__iter__():
+            docs = self._meta.documents("committed", src.uri, 1)
+            prior = (docs[0].metadata or {}).get(COLLECTION) if docs else None
+            if isinstance(prior, str):
+                self._prior[src.uri] = prior
+            yield src
+
+    def restore(self) -> None:
+        """Each recorded source's documents back in the collection they were in before the run."""
+        by_name: dict[str, list[str]] = {}
+        for uri in self.recorded:
+            if uri in self._prior:
+                by_name.setdefault(self._prior[uri], []).append(uri)
+        for name, uris in by_name.items():
+            self._meta.tag_documents(uris, {COLLECTION: name})
 
     def committed(self, source: SourceFile) -> None:
         self.recorded.append(source.uri)
 
     def failed(self, source: SourceFile, reason: str) -> None:
         self.recorded.append(source.uri)
+
+
+def _collection(name: str | None) -> str | None:
+    return None if name is None else collections((name,))[0]
 
 
 def _tags(values: tuple[str, ...]) -> dict[str, str | int | float]:
@@ -178,13 +218,24 @@ def _print_summary(s: IngestSummary) -> None:
 
 @click.command()
 @home_option
+@click.option("--collection", "collections", multiple=True, metavar="NAME",
+              callback=lambda _c, _p, v: collections(v),
+              help="What these collections hold (documents, chunks, pages, sources) rather than the whole index.")
 @json_option
-def status(home: str | None, as_json: bool) -> None:
+def status(home: str | None, collections: tuple[str, ...], as_json: bool) -> None:
     """Show what the index holds."""
     with Engine.open(home, mode="read") as engine:
-        info = engine.status().to_dict()
+        info = collection_stats(engine, collections) if collections else engine.status().to_dict()
     if as_json:
         click.echo(json.dumps(info, default=str))
         return
     for key, value in info.items():
         click.echo(f"{key:>16}: {value}")
+
+
+def collection_stats(engine: Engine, names: tuple[str, ...]) -> dict[str, Any]:
+    """A collection's own statistics: its committed documents, their chunks and pages, their sources."""
+    meta = engine.stores.meta
+    docs = [d for d in (meta.get_document(i) for i in meta.filter_documents(in_collections(names))) if d]
+    return {"collections": list(names), "documents": len(docs), "chunks": sum(d.n_chunks for d in docs),
+            "pages": sum(d.n_pages for d in docs), "sources": len({d.source for d in docs})}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -12,12 +13,14 @@ import click
 
 from ..engine import Engine
 from ..filters import Filter, FilterError, parse_where
+from ..filters.model import both, in_collections
 from ..retrieve.phases import Done, Token
 from ..retrieve.results import QueryResult
 from ..types import BRANCH_NAMES
 from .options import home_option, json_option
 
 BAR_WIDTH = 48
+COLLECTION_NAME = re.compile(r"[\w.-]{1,128}")
 
 
 def _branches(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -38,18 +41,21 @@ def _branches(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
 @click.option("--branches", multiple=True, callback=_branches, metavar="NAMES",
               help=f"Comma-separated subset of: {', '.join(BRANCH_NAMES)}.")
 @click.option("--no-answer", is_flag=True, help="Retrieve only; do not generate an answer.")
+@click.option("--collection", "collections", multiple=True, metavar="NAME", callback=lambda _c, _p, v: collections(v),
+              help="Search this collection only (repeatable: several together); documents ingested without "
+                   "--collection are in 'default'.")
 @click.option("--where", "where", metavar="FILTER", default=None, callback=lambda _c, _p, v: where_filter(v),
               help="Search only the documents this matches, e.g. \"source:docs/** and year >= 2020 and tags in "
                    "(a, b)\" (fields: source, doc_id, title, uri, pages, chunks, modified, any metadata key; "
                    "= != < <= > >= in, source:GLOB, source^=PREFIX; and, or, not, parentheses).")
 def query(text: str, home: str | None, as_json: bool, explain: bool, top_n: int | None,
-          branches: tuple[str, ...] | None, no_answer: bool, where: Filter | None) -> None:
+          branches: tuple[str, ...] | None, no_answer: bool, collections: tuple[str, ...], where: Filter | None) -> None:
     """Answer TEXT from the index, citing sources [n]; a model's answer is printed as it is written."""
     # the answer goes to the terminal token by token; --json prints the one result object at the end
     on_token = None if as_json else (lambda tok: click.echo(tok, nl=False))
     with Engine.open(home, mode="read") as engine:
         result = asyncio.run(streamed(engine, text, on_token, branches=branches, top_n=top_n,
-                                      generate=not no_answer, filter=where))
+                                      generate=not no_answer, filter=scope(collections, where)))
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
@@ -66,6 +72,19 @@ def where_filter(value: str | None) -> Filter | None:
         return parse_where(value) if value is not None else None
     except FilterError as exc:
         raise click.BadParameter(str(exc), param_hint="'--where'") from None
+
+
+def collections(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``--collection NAME ...``: each a name of letters, digits, ``_ . -``."""
+    bad = next((n for n in names if not COLLECTION_NAME.fullmatch(n)), None)
+    if bad is not None:
+        raise click.BadParameter(f"{bad!r}: a collection name is letters, digits, _ . and -", param_hint="'--collection'")
+    return tuple(dict.fromkeys(names))
+
+
+def scope(names: tuple[str, ...], where: Filter | None) -> Filter | None:
+    """What ``--collection`` and ``--where`` select together."""
+    return both(in_collections(names) if names else None, where)
 
 
 async def streamed(engine: Engine, text: str, on_token: Callable[[str], object] | None, **kw: Any) -> QueryResult:

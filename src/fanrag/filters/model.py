@@ -161,6 +161,23 @@ def _check_items(name: str, items: tuple[object, ...]) -> None:
         raise FilterError(f"bad filter: '{name}' holds {bad!r}, not a filter")
 
 
+COLLECTION, DEFAULT_COLLECTION = "collection", "default"
+
+
+def in_collections(names: tuple[str, ...]) -> Filter:
+    """The documents of these collections: a collection is the value of the ``collection`` metadata key
+    (``fanrag ingest --collection``); a document without one is in ``default``."""
+    named = In(COLLECTION, names)
+    return Or((named, Not(Exists(COLLECTION)))) if DEFAULT_COLLECTION in names else named
+
+
+def both(first: Filter | None, second: Filter | None) -> Filter | None:
+    """Both filters (either may be None: no condition)."""
+    if first is None or second is None:
+        return first if second is None else second
+    return And((first, second))
+
+
 def leaves(flt: Filter) -> list[Compare | In | SourceMatch | Exists]:
     """The comparisons of a filter, left to right."""
     if isinstance(flt, And | Or):

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from .model import (
+    COLLECTION,
     FIELDS,
     OP_BY_NAME,
     OPS,
@@ -45,6 +46,8 @@ from .model import (
 MAX_LENGTH = 10_000  # characters of a string filter
 MAX_DEPTH = 32  # nesting of and/or/not (a recursive parser must stop somewhere)
 _COMBINERS = ("and", "or", "not")  # and "in", "exists" after a field name
+# not a tag: keywords, the loader's external id, and collection (``--collection`` sets it)
+_RESERVED = (*_COMBINERS, "in", "exists", "meta", "external_id", COLLECTION)
 _FIELD = re.compile(r"[A-Za-z_][\w.-]*")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\Z")
 _OPERATOR = re.compile(r"!=|<=|>=|\^=|=|<|>|:")
@@ -69,9 +72,9 @@ def parse_tag(text: str) -> tuple[str, str | int | float]:
     key, value = key.strip(), value.strip()
     if not eq or not value:
         raise FilterError(f"bad tag {text!r}: KEY=VALUE")
-    if not _FIELD.fullmatch(key) or "." in key or key in (*FIELDS, *_COMBINERS, "in", "meta", "external_id"):
+    if not _FIELD.fullmatch(key) or "." in key or key in (*FIELDS, *_RESERVED):
         raise FilterError(f"bad tag key {key!r}: letters, digits, _ and -, and not one of "
-                          f"{', '.join(FIELDS)}, external_id, meta")
+                          f"{', '.join(FIELDS)}, {', '.join(_RESERVED)}")
     if _NUMBER.match(value):
         return key, float(value) if any(c in value for c in ".eE") else int(value)
     return key, value

@@ -1,6 +1,6 @@
 """The HTTP API: ``create_app(settings) -> FastAPI``.
 
-    POST   /query              {query, top_n?, branches?, generate?, stream?, filter?} -> QueryResult.to_dict(),
+    POST   /query              {query, top_n?, branches?, generate?, stream?, filter?, collection?} -> QueryResult,
                                or with stream: server-sent events (answers.py)                      (read)
     POST   /ingest             multipart upload, or JSON {paths: [...]} under server.ingest_root   (token)
     GET    /documents          committed documents (filter by status; paged)                       (read)
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from ..errors import ConfigError, FanragError, MissingExtraError, QueryError
 from ..filters import Filter, as_filter, rebase
+from ..filters.model import both, in_collections
 from ..settings import Settings
 from ..types import BranchName
 
@@ -76,6 +77,10 @@ class QueryRequest(BaseModel):
         default=None, description="search only the documents this matches (fanrag.filters): a JSON object "
                                   "such as {\"year\": {\"gte\": 2020}, \"source\": {\"glob\": \"**/*.md\"}} "
                                   "or the string form 'year >= 2020 and source:**/*.md'; malformed: 400")
+    collection: list[Annotated[str, Field(pattern=r"^[\w.-]{1,128}$")]] | None = Field(
+        default=None, min_length=1, max_length=100,
+        description="search these collections only (fanrag ingest --collection); 'default' holds the documents "
+                    "ingested without one")
 
 
 def open_engine(settings: Settings) -> Engine:
@@ -118,7 +123,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         if req.top_n is not None and req.top_n > candidates:  # the retriever ranks no more than that
             raise HTTPException(422, f"top_n {req.top_n} is above retrieval.candidates ({candidates}), the "
                                      "most chunks a query ranks")
-        flt = request_filter(req.filter, st.settings)
+        flt = both(in_collections(tuple(req.collection)) if req.collection else None,
+                   request_filter(req.filter, st.settings))
         if req.stream:
             first, phases = await open_phases(st, req.query, branches=req.branches, top_n=req.top_n,
                                               generate=req.generate, filter=flt)
