@@ -217,11 +217,11 @@ class Retriever:
         filtering = None if flt is None else asyncio.ensure_future(self._allowed(flt, rec))
         try:
             t = await self._transform(text)
+            transform_ms = _ms(t0)  # the transform's own time: the filter has its span
             allowed = None if filtering is None else await filtering
         finally:
             if filtering is not None and not filtering.done():
                 filtering.cancel()
-        transform_ms = _ms(t0)
         rec.add("transform", 0.0, transform_ms)
         fan0 = time.perf_counter()
         outs = await self._all([self._timed(self.branches[n], t, k, parallel, t0, allowed) for n in names],
