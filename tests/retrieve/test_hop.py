@@ -39,6 +39,11 @@ class Keywords(MemKeywords):
     def count(self) -> int:
         return len(self.docs)
 
+    def search(self, query: str, k: int, allowed: Any = None) -> list[Any]:  # type: ignore[override]
+        """Under a filter, the allowed documents' chunks only (a chunk id starts with its doc id)."""
+        hits = super().search(query, len(self.docs) if allowed is not None else k)
+        return hits if allowed is None else [h for h in hits if h.chunk_id.rsplit("-", 2)[0] in allowed][:k]
+
 
 def build(tmp_path: Any) -> SimpleNamespace:
     """The passages in the in-memory stores, with entities from the rule extractor (as ingestion does)."""
@@ -107,6 +112,16 @@ def test_a_name_in_too_many_passages_is_no_bridge(world: SimpleNamespace, monkey
     assert b.df_limit() == 1  # 2 % of 6 chunks, at least MIN_DF_LIMIT
     assert b._leads_somewhere("mara ellison", 2) and not b._leads_somewhere("mara ellison", 1)
     assert not b._leads_somewhere("tomos pryce", 5)  # only one passage mentions him
+
+
+def test_under_a_filter_both_hops_search_the_allowed_documents_only(world: SimpleNamespace) -> None:
+    t = TransformResult(normalize("When was the author of The Silent Harbour born?"))
+    allowed = frozenset({world.ids["The Silent Harbour"], world.ids["Declan Roe"]})  # not Mara Ellison
+    out = branch(world).run(t, 10, True, allowed=allowed)
+    found = {top_doc(world, [h]) for rl in out.lists for h in rl.hits}
+    assert found and found <= allowed
+    alone = branch(world).run(t, 10, True)  # unfiltered, the second hop reaches Mara Ellison
+    assert world.ids["Mara Ellison"] in {top_doc(world, [h]) for rl in alone.lists for h in rl.hits}
 
 
 def test_each_side_of_a_comparison_hops(world: SimpleNamespace) -> None:

@@ -17,8 +17,9 @@ it directly, and through a real MCP client.
   (``Authorization: Bearer``); over stdio the local user who started the server is trusted.
 - **Names**: over HTTP sources are named as the read API names them (``SourceView``: relative to the
   ingest root, never an absolute server path); over stdio as the index holds them.
-- **Filters**: ``filter`` is handed to the engine once its query takes one (``supports_filter``); until
-  then a non-empty filter is refused, never silently ignored.
+- **Filters**: ``filter`` (the filter language, docs/filters.md) is handed to the engine's query, which
+  applies it inside every branch; an engine whose query takes none (``supports_filter``, e.g. a
+  subclass) refuses a non-empty filter rather than silently ignoring it.
 
 Every refusal is a ``FanragError`` with a one-line message: ``AccessDenied`` for what the configuration
 or the token does not allow, ``QueryError`` for a query the engine cannot run.

@@ -142,6 +142,12 @@ class SubqueriesBranch:
         return BranchOutput([RankedList(self.name, "subqueries", q, hits) for q, hits in zip(extra, found, strict=True)])
 
 
+def search_keywords(keywords: KeywordStore, query: str, k: int, allowed: Allowed | None) -> list[ScoredId]:
+    """A keyword search, within ``allowed`` under a filter (an unfiltered query passes no extra argument,
+    so a store without filter support still serves it)."""
+    return keywords.search(query, k) if allowed is None else keywords.search(query, k, allowed)
+
+
 class BM25Branch:
     """BM25 over the keyword store, then (when enabled) an RM3-style PRF search built from its top hits.
 
@@ -172,7 +178,7 @@ class BM25Branch:
         return BranchOutput(lists, trace=("prf: " + " ".join(f"{w}({s:g})" for w, s in weighted),))
 
     def _search(self, query: str, k: int, allowed: Allowed | None) -> list[ScoredId]:
-        return self.keywords.search(query, k) if allowed is None else self.keywords.search(query, k, allowed)
+        return search_keywords(self.keywords, query, k, allowed)
 
     def _feedback(self, hits: Sequence[ScoredId]) -> list[tuple[str, float]]:
         top = hits[: self.cfg.prf_docs]

@@ -42,9 +42,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..graph.extract import normalise
-from ..stores.base import ScoredId
+from ..stores.base import Allowed, ScoredId
 from ..types import BranchName, Chunk
-from .branches import BranchOutput
+from .branches import BranchOutput, search_keywords
 from .results import RankedList
 from .text import stem, stems, terms
 from .transform import EntityDecomposer, TransformResult, is_question
@@ -85,6 +85,7 @@ class HopBranch:
     """Comparisons split by known names, and a second BM25 hop through a bridge entity (module docstring)."""
 
     name = BranchName.HOP
+    takes_filter = True  # both hops search the allowed documents only: a bridge comes from what the user may see
 
     def __init__(self, keywords: KeywordStore, meta: MetaStore, graph: GraphStore | None,
                  extractor: EntityExtractor | None) -> None:
@@ -101,7 +102,7 @@ class HopBranch:
             return "skipped: not a question"
         return ""
 
-    def run(self, t: TransformResult, k: int, parallel: bool) -> BranchOutput:
+    def run(self, t: TransformResult, k: int, parallel: bool, allowed: Allowed | None = None) -> BranchOutput:
         """Each side's searches depend on each other and take well under a millisecond, so they run one
         after another whatever ``parallel`` says."""
         assert self.decomposer is not None  # skip_reason said so
@@ -111,7 +112,7 @@ class HopBranch:
         if subs:
             trace.append(f"hop: comparison of {', '.join(m.name for m in mentions)} -> {len(subs)} sub-questions")
         for sub in subs or [t.normalized]:
-            second, line = self._second_hop(sub, self.keywords.search(sub, FIRST_K), t.bridges, k)
+            second, line = self._second_hop(sub, search_keywords(self.keywords, sub, FIRST_K, allowed), t.bridges, k, allowed)
             lists += second
             trace.append(line)
         if not lists:
@@ -119,7 +120,7 @@ class HopBranch:
         return BranchOutput(lists, trace=tuple(trace))
 
     def _second_hop(self, sub: str, first: Sequence[ScoredId], proposed: Sequence[str],
-                    k: int) -> tuple[list[RankedList], str]:
+                    k: int, allowed: Allowed | None) -> tuple[list[RankedList], str]:
         top = [h.chunk_id for h in first[:SOURCE_CHUNKS]]
         got = self.meta.get_chunks(top)
         chunks = [got[c] for c in top if c in got]
@@ -133,7 +134,7 @@ class HopBranch:
         if not bridges:
             return [], f"hop: no bridge in the first hop of {sub!r}"
         query = " ".join([*missing, *bridges])
-        return [RankedList(self.name, KIND, query, self.keywords.search(query, k))], \
+        return [RankedList(self.name, KIND, query, search_keywords(self.keywords, query, k, allowed))], \
             f"hop: {sub!r} via {', '.join(bridges)}"
 
     def _choose(self, own: set[str], proposed: Sequence[str], chunks: Sequence[Chunk],
