@@ -118,11 +118,12 @@ def _glob(pattern: str, cwd: str | None) -> re.Pattern[str]:
     if not pattern.startswith(("/", "**")):
         # normpath: ./docs/*.md and ../x/*.md as the shell takes them (the paths matched hold no . or ..)
         pattern = posixpath.normpath(posixpath.join(cwd or os.getcwd(), pattern))
-    return _compiled(pattern)
+    return compiled_glob(pattern)
 
 
 @lru_cache(maxsize=64)
-def _compiled(pattern: str) -> re.Pattern[str]:
+def compiled_glob(pattern: str) -> re.Pattern[str]:
+    """An absolute glob (module docstring) as a regular expression over paths; shared with the filter language."""
     parts = pattern.split("/")
     out: list[str] = []
     for i, part in enumerate(parts):

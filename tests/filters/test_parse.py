@@ -180,3 +180,12 @@ def test_parse_tag() -> None:
                        ("9x=1", "bad tag key '9x'")]:
         with pytest.raises(FilterError, match=re.escape(named)):
             parse_tag(bad)
+
+
+@pytest.mark.parametrize(("path", "anchored"), [
+    ("docs/*.md", "/srv/work/docs/*.md"), ("./docs/*.md", "/srv/work/docs/*.md"), ("../x/**", "/srv/x/**"),
+    ("docs/", "/srv/work/docs/"), ("/abs/*.pdf", "/abs/*.pdf"), ("**/*.md", "**/*.md"), ("s3://b/k", "s3://b/k")])
+def test_a_relative_source_is_anchored_as_the_shell_takes_it(path: str, anchored: str) -> None:
+    from fanrag.filters.model import anchor
+
+    assert anchor("/srv/work", path) == anchored

@@ -208,7 +208,12 @@ def rebase(flt: Filter, base: str) -> Filter:
 
 def anchor(base: str, path: str) -> str:
     """``path`` (or pattern) from ``base`` when it is relative; ``**...``, absolute paths and URIs as they are."""
-    return path if path.startswith(("/", "**")) or "://" in path else posixpath.join(base, path)
+    if path.startswith(("/", "**")) or "://" in path:
+        return path
+    # normpath: ./docs and ../x as the shell takes them (the paths matched hold no . or ..); a prefix's
+    # trailing slash is kept, so that docs/ does not match docs2/
+    joined = posixpath.normpath(posixpath.join(base, path))
+    return joined + "/" if path.endswith("/") and not joined.endswith("/") else joined
 
 
 def to_json(flt: Filter) -> dict[str, object]:

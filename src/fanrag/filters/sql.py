@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..selection import _compiled as compiled_glob  # the glob of `fanrag ls --source`
-from ..selection import source_path
+from ..selection import compiled_glob, source_path  # the glob of `fanrag ls --source`
 from .model import (
     META_PREFIX,
     MODIFIED,
