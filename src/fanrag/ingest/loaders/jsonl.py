@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
+import numpy as np
+
 from ...errors import CorruptDocument, EmptyDocument, LoadError
 from ...ids import content_hash, document_id
 from ...names import has_surrogate, shown
@@ -125,6 +127,9 @@ def _checked(path: Path, docs: Documents, blank: bool, part: Part | None) -> Doc
     raise CorruptDocument(str(path), f"no valid entry; {first}{more}")
 
 
+_NEWLINE = ord("\n")
+
+
 def _count_lines(f: BinaryIO) -> int:
     n, last = 0, b"\n"
     while block := f.read(_BLOCK):
@@ -145,9 +150,9 @@ def _skip_lines(f: BinaryIO, n: int) -> None:
             n -= count
             pos += len(block)
             continue
-        cut = -1
-        for _ in range(n):
-            cut = block.index(b"\n", cut + 1)
+        # the n-th newline of the block, found in C: a Python loop over a block of blank lines (a million
+        # newlines per MiB) made each part of a 2M-line collection cost seconds
+        cut = int(np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == _NEWLINE)[n - 1])
         f.seek(pos + cut + 1)
         return
 
