@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, environment, write_result
 
 BASE = "ae928e3"  # the last commit before the redesign (issue 10)
+SCIFACT = ROOT.parent / "shared" / "data" / "scifact"  # a worktree has no ../shared beside it
 
 
 def worktree(commit: str, parent: Path) -> tuple[Path, str]:
@@ -49,8 +50,10 @@ def run_bench(tree: Path, args: list[str]) -> None:
 def measure(tree: Path, docs: int, queries: int) -> dict[str, Any]:
     home = tree.parent / f"{tree.name}-home"
     out = tree / "bench" / "results"
-    run_bench(tree, ["bench/ingest.py", "--docs", str(docs), "--name", "ingest-cmp", "--keep-home", str(home)])
-    run_bench(tree, ["bench/retrieval.py", "--home", str(home), "--limit", str(queries), "--out", str(out)])
+    run_bench(tree, ["bench/ingest.py", "--corpus", str(SCIFACT / "corpus.jsonl"), "--docs", str(docs),
+                     "--name", "ingest-cmp", "--keep-home", str(home)])
+    run_bench(tree, ["bench/retrieval.py", "--home", str(home), "--data", str(SCIFACT), "--limit", str(queries),
+                     "--out", str(out)])
     ingest = json.loads((out / "ingest-cmp.json").read_text())
     retrieval = json.loads((out / "retrieval.json").read_text())
     fan = ingest["variants"]["fanrag"]
