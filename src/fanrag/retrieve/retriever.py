@@ -1,7 +1,7 @@
-"""The retriever: transform (sequential) -> fan-out (concurrent) -> RRF merge -> committed chunks ->
-rerank -> lost-in-the-middle order -> answer.
+"""The retriever: transform (sequential) -> fan-out (concurrent) -> fusion (``fusion.py``: score fusion by
+default, or RRF) -> committed chunks -> rerank -> lost-in-the-middle order -> answer.
 
-Fan-out: the branches (dense, bm25, subqueries, graph) are independent, so they start together as
+Fan-out: the branches (dense, bm25, subqueries, graph, hop; ``branches.py``, ``hop.py``) are independent, so they start together as
 asyncio tasks, each running in a thread of a dedicated pool; the dense branches fan out again, one
 search per vector shard, and merge the shards' local top-k. ONNX Runtime, hnswlib, tantivy and SQLite
 release the GIL in native code, so the branches really overlap and the fan-out costs about the slowest
