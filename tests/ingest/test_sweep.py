@@ -100,11 +100,12 @@ def test_what_a_crashed_run_left_pending_is_swept_from_every_store(tmp_path: Pat
                 run_inline(engine, PathSource([docs]), InlineExecutor(engine.embedder))
             assert crashed.value.subgroup(_Crash) is not None
         left = inventory(engine, home)
-        assert left["pending"] == 2 and left["vectors"] > left["meta"] and left["graph_orphans"] > 0, left
+        # one batch or two reached the stores before the crash, as the pipeline happened to batch the two files
+        assert left["pending"] in (1, 2) and left["vectors"] > left["meta"] and left["graph_orphans"] > 0, left
         (docs / "crashed.txt").unlink()  # its file is gone: no run would ever redo it
 
         summary = run_inline(engine, PathSource([docs]), InlineExecutor(engine.embedder), prune=True)
-        assert (summary.swept, summary.ok, summary.unchanged, summary.failed) == (2, 1, 1, [])
+        assert (summary.swept, summary.ok, summary.unchanged, summary.failed) == (left["pending"], 1, 1, [])
         after = assert_consistent(engine, home)
         assert after["meta"] > 0 and after["graph"] >= before["graph"] > 0
         assert engine.stores.keywords.search("Ishmael Pequod", 5)  # the changed file, read again and committed
