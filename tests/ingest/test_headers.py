@@ -86,3 +86,15 @@ def test_a_title_only_document_keeps_its_chunk_ids(header_tokens: int) -> None:
     (c,) = chunk_document(d, TOKENIZER, size=64, overlap=8, min_size=8, header_tokens=header_tokens)
     (plain,) = chunk_document(doc("Short text."), TOKENIZER, size=64, overlap=8, min_size=8)
     assert c.chunk_id == plain.chunk_id
+
+
+def test_a_chunk_that_opens_with_the_title_is_not_given_it_again() -> None:
+    body = "Aspirin and the heart\n\n" + "Low doses of aspirin reduce the risk of a second heart attack. " * 30
+    d = doc(body, title="Aspirin  and the HEART")  # as a JSONL record's body opens: whitespace and case aside
+    chunks = chunk_document(d, TOKENIZER, size=64, overlap=8, min_size=8, header_tokens=24)
+    assert len(chunks) > 1 and chunks[0].header == "" and chunks[0].indexed_text == chunks[0].text
+    assert all(c.header == "Aspirin and the HEART" for c in chunks[1:])  # the later ones lost it: they get it
+    md = doc("# Aspirin and the heart\n\nShort.", title="Aspirin and the heart", sections=(Section(0, 1, "Aspirin and the heart"),))
+    (c,) = chunk_document(md, TOKENIZER, size=64, overlap=8, min_size=8, header_tokens=24)
+    assert c.header == ""
+    assert compose("Report", ["Report", "Results"], 3, title_in_text=True) == "Results · page 3"

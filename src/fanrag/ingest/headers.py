@@ -6,7 +6,8 @@ which section, which page, and for a table row, what its columns are. Its header
     10-K 2019 › Item 7. Management's Discussion › Liquidity · page 41
     Fiscal year | 2019 | 2018          <- only when the chunk holds rows of a table but not its header line
 
-The title comes first (the most specific words for BM25 and the strongest signal for the embedder), then
+The title comes first (the most specific words for BM25 and the strongest signal for the embedder; left
+out of a chunk that opens with it), then
 the section path at the chunk's start (enclosing headings, outermost first), then the page. A header
 longer than its token budget loses middle section levels first, then characters from its end.
 Citations quote ``chunk.text`` only, so a header never appears as evidence.
@@ -14,6 +15,7 @@ Citations quote ``chunk.text`` only, so a header never appears as evidence.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import replace
@@ -34,7 +36,8 @@ def add_headers(doc: Document, chunks: Sequence[Chunk], tokenizer: Tokenizer, bu
     out = []
     for ch in chunks:
         path = section_path(doc.sections, starts, ch.char_start)
-        header = fit(compose(doc.title, path, ch.page_start, cut_table(doc.text, doc.tables, ch)), tokenizer, budget)
+        table = cut_table(doc.text, doc.tables, ch)
+        header = fit(compose(doc.title, path, ch.page_start, table, says_title(ch.text, doc.title)), tokenizer, budget)
         out.append(replace(ch, header=header))
     return out
 
@@ -62,9 +65,18 @@ def cut_table(text: str, tables: Sequence[Table], ch: Chunk) -> str:
     return ""
 
 
-def compose(title: str, path: Sequence[str], page: int, table: str = "") -> str:
+def says_title(text: str, title: str) -> bool:
+    """Whether the chunk opens with the document's title already (a JSONL record's body, a Markdown file's
+    first heading, a title page): a header would only repeat it, which on SciFact and ArguAna weighed the
+    title twice and cost nDCG@10 (bench/results/quality-title-twice.json against quality.json)."""
+    wanted = " ".join(title.split()).casefold()
+    opening = " ".join(text[: 2 * len(title) + 32].split()).casefold().lstrip("#*_=>-| \t")
+    return bool(wanted) and re.match(re.escape(wanted) + r"(?!\w)", opening) is not None  # whole words
+
+
+def compose(title: str, path: Sequence[str], page: int, table: str = "", title_in_text: bool = False) -> str:
     title = " ".join(title.split())
-    parts = [title] if title else []
+    parts = [title] if title and not title_in_text else []
     parts += [p for p in path if p != title]  # a Markdown file's first heading is often its title
     line = " · ".join(x for x in (SEP.join(parts), f"page {page}" if page else "") if x)
     return f"{line}\n{table}".strip() if table else line.strip()
