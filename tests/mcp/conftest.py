@@ -8,19 +8,16 @@ two top documents only, so that an ingest test has something new to add (``sub``
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.server.conftest import DOCS, free_port, ingest_root
+from tests.server.conftest import DOCS, free_port, ingest_root, running_process
 
 mcp = pytest.importorskip("mcp", reason="the mcp extra is not installed")
 
@@ -73,34 +70,13 @@ async def http_client(url: str, token: str | None = None) -> Any:
 
 @contextmanager
 def running_mcp(home: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``fanrag mcp --http`` over ``home`` on a free port; yields its MCP URL once the port answers."""
+    """``fanrag mcp --http`` over ``home`` on a free port; yields its MCP URL once the port answers (any
+    answer, a 404 at / included, means it listens)."""
     port = free_port()
-    log = (home.parent / f"mcp-{port}.log").open("w")
-    proc = subprocess.Popen(mcp_command(home, "--http", "--port", str(port), *args),
-                            env={**os.environ, **ENV, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("fanrag mcp exited: " + Path(log.name).read_text()[-2000:])
-            try:
-                httpx.get(base + "/", timeout=1)  # any answer (404) means it listens
-                break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("fanrag mcp did not start: " + Path(log.name).read_text()[-2000:])
-            time.sleep(0.2)
+    with running_process(mcp_command(home, "--http", "--port", str(port), *args), {**ENV, **(env or {})},
+                         home.parent / f"mcp-{port}.log", base + "/"):
         yield base + "/mcp"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
 
 
 def text_of(result: Any) -> str:

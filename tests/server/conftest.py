@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -47,34 +47,45 @@ def serve_command(home: Path, port: int, *args: str) -> list[str]:
 
 
 @contextmanager
-def running_server(home: Path, root: Path, env: dict[str, str]) -> Iterator[str]:
-    """``fanrag serve`` over ``home`` with ``--ingest-root root``; yields its URL once /healthz answers."""
-    port = free_port()
-    log = (home.parent / f"server-{port}.log").open("w")
-    proc = subprocess.Popen(serve_command(home, port, "--ingest-root", str(root)), env={**os.environ, **env},
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+def running_process(cmd: list[str], env: dict[str, str], log_path: Path, probe: str,
+                    ready: Callable[[httpx.Response], bool] = lambda r: True) -> Iterator[None]:
+    """``cmd`` as a subprocess (output to ``log_path``) until the block ends; the block starts once a GET of
+    ``probe`` answers and ``ready`` accepts the answer (90 s at most)."""
+    shown = " ".join(cmd[2:4])  # e.g. fanrag.cli serve
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError("server exited: " + Path(log.name).read_text()[-2000:])
+                raise RuntimeError(f"{shown} exited: " + log_path.read_text()[-2000:])
             try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                if ready(httpx.get(probe, timeout=1)):
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not start: " + Path(log.name).read_text()[-2000:])
+                raise RuntimeError(f"{shown} did not start: " + log_path.read_text()[-2000:])
             time.sleep(0.2)
-        yield url
+        yield
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(timeout=15)
         log.close()
+
+
+@contextmanager
+def running_server(home: Path, root: Path, env: dict[str, str]) -> Iterator[str]:
+    """``fanrag serve`` over ``home`` with ``--ingest-root root``; yields its URL once /healthz answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with running_process(serve_command(home, port, "--ingest-root", str(root)), env,
+                         home.parent / f"server-{port}.log", url + "/healthz", lambda r: r.status_code == 200):
+        yield url
 
 
 def ingest_root(tmp_path_factory: Any) -> tuple[Path, Path]:
