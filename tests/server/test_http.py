@@ -88,6 +88,24 @@ def test_multipart_upload_then_query(server: Any) -> None:
     assert "beta cells" in d["answer"]
 
 
+def test_an_upload_carries_metadata_that_filters_find(server: Any) -> None:
+    text = b"Glaciers in the Alps lost a tenth of their ice in two summers, survey teams report.\n"
+    meta = '{"team": "alpine", "year": 2024, "tags": ["ice", "survey"]}'
+    r = post(server, "/ingest", files={"files": ("glaciers.txt", text, "text/plain")}, data={"metadata": meta},
+             headers=server.auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["ok"] == 1 and r.json()["tagged"] == 1
+    q = {"query": "How much ice did Alpine glaciers lose?", "top_n": 1}
+    hits = post(server, "/query", json=q | {"filter": "team = alpine and year >= 2024 and tags = ice"}).json()["hits"]
+    assert [h["source"].rsplit("/", 1)[-1] for h in hits] == ["glaciers.txt"]
+    assert post(server, "/query", json=q | {"filter": "team = other"}).json()["hits"] == []
+    for bad, why in (('{"source": "x"}', "bad tag key 'source'"), ('[1]', "a JSON object"),
+                     ('{"k": {"a": 1}}', "bad metadata value for 'k'"), ("{", "invalid JSON")):
+        r = post(server, "/ingest", files={"files": ("g.txt", text, "text/plain")}, data={"metadata": bad},
+                 headers=server.auth)
+        assert r.status_code in (400, 422) and why in r.json()["detail"], (bad, r.text)
+
+
 def test_bodies_over_the_limit_are_413(server: Any) -> None:
     big = b"x" * (1024 * 1024 + 10)  # server.max_upload_mb = 1 for this server
     r = post(server, "/ingest", files={"files": ("big.txt", big, "text/plain")}, headers=server.auth)

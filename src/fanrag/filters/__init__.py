@@ -26,7 +26,7 @@ from .model import (
            rebase,
            to_json,
 )
-from .parse import as_filter, from_json, parse_tag, parse_where
+from .parse import as_filter, from_json, parse_tag, parse_tags, parse_where
 
 __all__ = ["FIELDS", "And", "Compare", "Exists", "Filter", "FilterError", "In", "Not", "Or", "SourceMatch", "as_filter",
-           "from_json", "leaves", "parse_tag", "parse_where", "rebase", "to_json"]
+           "from_json", "leaves", "parse_tag", "parse_tags", "parse_where", "rebase", "to_json"]

@@ -72,12 +72,38 @@ def parse_tag(text: str) -> tuple[str, str | int | float]:
     key, value = key.strip(), value.strip()
     if not eq or not value:
         raise FilterError(f"bad tag {text!r}: KEY=VALUE")
-    if not _FIELD.fullmatch(key) or "." in key or key in (*FIELDS, *_RESERVED):
-        raise FilterError(f"bad tag key {key!r}: letters, digits, _ and -, and not one of "
-                          f"{', '.join(FIELDS)}, {', '.join(_RESERVED)}")
+    _tag_key(key)
     if _NUMBER.match(value):
         return key, float(value) if any(c in value for c in ".eE") else int(value)
     return key, value
+
+
+def _tag_key(key: str) -> str:
+    if not _FIELD.fullmatch(key) or "." in key or key in (*FIELDS, *_RESERVED):
+        raise FilterError(f"bad tag key {key!r}: letters, digits, _ and -, and not one of "
+                          f"{', '.join(FIELDS)}, {', '.join(_RESERVED)}")
+    return key
+
+
+Scalar = str | int | float | bool
+MAX_TAGS = 64
+
+
+def parse_tags(obj: object) -> dict[str, Scalar | list[Scalar]]:
+    """The user's metadata as a JSON object (``metadata`` on an HTTP upload): top-level keys as
+    ``parse_tag`` takes them, each value a string, number, boolean or a list of those (a filter's
+    ``tags = a`` matches a list holding ``a``). A bad object is a FilterError naming the bad key."""
+    if not isinstance(obj, Mapping):
+        raise FilterError(f"bad metadata: a JSON object of KEY: VALUE, not a {type(obj).__name__}")
+    if len(obj) > MAX_TAGS:
+        raise FilterError(f"bad metadata: {len(obj)} keys (at most {MAX_TAGS})")
+    out: dict[str, Scalar | list[Scalar]] = {}
+    for key, value in obj.items():
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, Scalar) for v in items) or len(items) > MAX_TAGS:
+            raise FilterError(f"bad metadata value for {str(key)!r}: a string, number, boolean or a list of those")
+        out[_tag_key(str(key))] = value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- JSON

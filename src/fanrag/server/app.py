@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from ..errors import ConfigError, FanragError, MissingExtraError, QueryError
 from ..filters import Filter, as_filter, rebase
 from ..filters.model import both, in_collections
+from ..ids import source_uri
 from ..settings import Settings
 from ..types import BranchName
 
@@ -142,13 +143,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": IngestPaths.model_json_schema()},
                   "multipart/form-data": {"schema": {"type": "object", "properties": {
-                      "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}})
+                      "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                      "metadata": {"type": "string", "description": "a JSON object of tags for the uploaded "
+                                   "documents, e.g. {\"team\": \"red\", \"year\": 2024}"}}}}}}})
     async def ingest(request: Request, st: StateDep) -> dict[str, Any]:
-        source = await _ingest_source(request, st.settings)  # validated and deduplicated before the lock
+        source, tags = await _ingest_source(request, st.settings)  # validated, deduplicated before the lock
         with st.ingests.run(_label(source, st.view)) as progress:
             async with st.write_lock:
                 progress.start()
                 summary = source.report(await st.engine.aingest(source, progress=progress)).to_dict()
+                if tags:  # an upload's metadata: on its documents, committed now or found unchanged
+                    uris = [source_uri(p) for p in source.paths]
+                    summary["tagged"] = await asyncio.to_thread(st.engine.stores.meta.tag_documents, uris, tags)
             progress.finish(summary)
         st.metrics.observe_ingest(summary)
         return summary
@@ -259,8 +265,9 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-async def _ingest_source(request: Request, settings: Settings) -> PathSource:
-    """The files a POST /ingest names: an upload's, or a JSON body's paths under the ingest root."""
+async def _ingest_source(request: Request, settings: Settings) -> tuple[PathSource, dict[str, Any]]:
+    """The files a POST /ingest names (an upload's, or a JSON body's paths under the ingest root) and the
+    metadata to tag their documents with (an upload's ``metadata`` field)."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         return await save_uploads(request, settings)
@@ -269,7 +276,7 @@ async def _ingest_source(request: Request, settings: Settings) -> PathSource:
             req = IngestPaths.model_validate(parse_json(await request.body()))
         except ValidationError as exc:
             raise HTTPException(422, _errors(exc.errors(include_url=False))) from None
-        return confined_paths(req, settings)
+        return confined_paths(req, settings), {}
     raise HTTPException(415, "send multipart/form-data files or a JSON body {\"paths\": [...]}")
 
 

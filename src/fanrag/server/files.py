@@ -31,8 +31,11 @@ from urllib.parse import unquote, urlsplit
 from fastapi import HTTPException, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ..errors import FanragError
+from ..filters import parse_tags
 from ..ingest.sources import PathSource
 from ..settings import Settings
+from .http import parse_json
 
 UPLOADS = "uploads"
 NAME_MAX = 255  # bytes in one path component (Linux, macOS, the common file systems)
@@ -79,12 +82,14 @@ def confined_paths(req: IngestPaths, settings: Settings) -> PathSource:
     return PathSource(unique, root=root, exclude=[settings.home])
 
 
-async def save_uploads(request: Request, settings: Settings) -> PathSource:
-    """Store each uploaded file under ``home/uploads/<content hash>/<name>``; the source of their ingest."""
+async def save_uploads(request: Request, settings: Settings) -> tuple[PathSource, dict[str, Any]]:
+    """Store each uploaded file under ``home/uploads/<content hash>/<name>``; the source of their ingest,
+    and the ``metadata`` form field (a JSON object of tags: ``filters.parse_tags``), checked first."""
     limit = settings.server.max_upload_mb << 20
     uploads = settings.home / UPLOADS
     form = await request.form(max_part_size=limit, max_files=1000)
     try:
+        tags = upload_tags(form.get("metadata"))
         saved: dict[Path, None] = {}
         for _key, value in form.multi_items():
             if isinstance(value, str):
@@ -98,7 +103,19 @@ async def save_uploads(request: Request, settings: Settings) -> PathSource:
         await form.close()
     if not saved:
         raise HTTPException(422, "no files in the upload")
-    return PathSource(saved, root=uploads)
+    return PathSource(saved, root=uploads), tags
+
+
+def upload_tags(field: object) -> dict[str, Any]:
+    """The upload's ``metadata`` field as tags ({} without one), or HTTPException(400) naming what is wrong."""
+    if field is None or field == "":
+        return {}
+    if not isinstance(field, str):
+        raise HTTPException(400, "metadata: a form field holding a JSON object, not a file")
+    try:
+        return parse_tags(parse_json(field.encode()))
+    except FanragError as exc:
+        raise HTTPException(400, f"metadata: {exc}") from None
 
 
 def upload_name(filename: str) -> str:
