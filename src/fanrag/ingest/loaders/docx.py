@@ -10,8 +10,9 @@ each paragraph, which made a 100,000-paragraph file take minutes.
 Bounds (checked on the zip directory, before python-docx inflates or parses anything): entries
 (``ingest.max_zip_entries``, read from the end-of-directory record before the directory itself), all
 entries uncompressed (``max_unpacked_mb``), one XML part (``max_xml_mb``) and each entry's compression
-ratio (``max_ratio``). Declared sizes are binding: zipfile stops inflating an entry at its declared size
-and a lying entry fails its CRC check, so a directory that understates a bomb is a corrupt file.
+ratio (``max_ratio``). Declared sizes are made binding: every entry is inflated a chunk at a time before
+python-docx opens the file, so a lying entry fails its CRC check after at most a chunk past its declared
+size, and a directory that understates a bomb is a corrupt file (never the bomb in memory).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import re
 import struct
 import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +72,9 @@ class DocxLoader:
                          text=text, title=title, mime=MIME, sections=sections, tables=tables)]
 
 
+_CHUNK = 1 << 20  # bytes inflated at a time while checking entries
+
+
 # -- bounds ---------------------------------------------------------------------------------------------
 
 def check_entries(path: Path, limits: IngestSettings) -> None:
@@ -86,8 +91,25 @@ def check_archive(path: Path, limits: IngestSettings) -> None:
         try:
             with zipfile.ZipFile(path) as archive:
                 infos = archive.infolist()
-        except zipfile.BadZipFile as exc:
-            raise CorruptDocument(str(path), f"not a readable DOCX (BadZipFile: {exc})") from exc
+                check_sizes(path, limits, infos)
+                for info in infos:
+                    inflate_bounded(archive, info)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            raise CorruptDocument(str(path), f"not a readable DOCX ({type(exc).__name__}: {exc})") from exc
+
+
+def inflate_bounded(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Inflate one entry a chunk at a time and drop it, so that its CRC is checked before python-docx reads
+    it whole: ``ZipFile.read`` inflates an entry's whole stream in one call and only then cuts it at the
+    declared size, so a directory that understated a bomb had it all in memory (256 MiB for 200 declared
+    bytes). Read in chunks, zipfile inflates at most a chunk past the declared size, then the CRC fails."""
+    with archive.open(info) as entry:
+        while entry.read(_CHUNK):
+            pass
+
+
+def check_sizes(path: Path, limits: IngestSettings, infos: list[zipfile.ZipInfo]) -> None:
+    """The declared sizes against the bounds (what the directory says, before anything is inflated)."""
     total = 0
     for info in infos:
         total += info.file_size
