@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tests.fixtures.make_fixtures import pdf_file  # the object-and-xref serialiser the fixtures use
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MB = 1 << 20
 
@@ -92,16 +94,7 @@ def pdf(pages: list[bytes], *, count: int | None = None) -> bytes:
         objs.append(b"<< /Length %d%s >>\nstream\n" % (len(content), flate) + content + b"\nendstream")
     objs.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     objs[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(kids), len(pages) if count is None else count)
-    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for i, body in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
-    return bytes(out)
+    return pdf_file(objs, version=b"1.7")
 
 
 def text_page(text: str) -> bytes:
